@@ -1,0 +1,1 @@
+"""YAML recipes per task and model (LightningCLI format), shipped with the package."""

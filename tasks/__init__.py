@@ -1,0 +1,1 @@
+"""Tasks: one folder per task with its LightningModule, DataModule, metrics and CLI wiring."""

@@ -1,0 +1,1 @@
+"""Upstream checkpoint conversion, hub publishing and model cards."""

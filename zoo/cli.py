@@ -1,0 +1,254 @@
+"""The ``zoo`` command: list, info, bench, train, eval, export, export-hub, push.
+
+Human tables by default, ``--json`` for machines; bad arguments give a one-line message on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Sequence
+
+__all__ = ["main"]
+
+
+class CLIError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise CLIError(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}".rstrip("0").rstrip(".") if abs(v) < 1e4 else f"{v:,.0f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    if v is None:
+        return "-"
+    if isinstance(v, (list, tuple)):
+        return "x".join(str(i) for i in v)
+    return str(v)
+
+
+def table(rows: list[dict[str, Any]], cols: Sequence[str]) -> str:
+    cells = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(cols)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(list(cols)), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def _input_size(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        dims = tuple(int(t) for t in text.replace("x", ",").split(",") if t)
+    except ValueError:
+        raise CLIError(f"--input-size must look like 3,256,256, got {text!r}") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise CLIError(f"--input-size must be positive integers, got {text!r}")
+    return dims
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    import zoo
+    from zoo.registry import get_entry
+
+    names = zoo.list_models(a.pattern or "*", task=a.task, pretrained=a.pretrained, with_tags=a.tags)
+    if a.json:
+        print(json.dumps(names))
+        return 0
+    rows = []
+    for n in names:
+        e = get_entry(n)
+        rows.append({"name": n, "task": e.task, "family": e.family, "params": e.params, "gmacs": e.gmacs,
+                     "weights": ",".join(e.pretrained_cfgs) or "-", "license": e.license})
+    print(table(rows, ["name", "task", "family", "params", "gmacs", "weights", "license"]) if rows else "no models match")
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    import zoo
+
+    card = zoo.info(a.model, measure=a.measure)
+    if a.json:
+        print(json.dumps(card, indent=2, default=str))
+        return 0
+    keys = ["name", "task", "family", "paper", "arxiv", "license", "source", "input_size", "input_range", "params", "gmacs"]
+    width = max(len(k) for k in keys)
+    for k in keys:
+        val = f"[{card[k][0]:g}, {card[k][1]:g}]" if k == "input_range" else _fmt(card[k])
+        print(f"{k.ljust(width)}  {val}")
+    if "measured" in card:
+        print(f"{'measured'.ljust(width)}  params {card['measured']['params']:,}, GMACs {card['measured']['gmacs']:.4f}")
+    print("weights:")
+    if not card["pretrained"]:
+        print("  none")
+    for tag, cfg in card["pretrained"].items():
+        src = cfg["hf_hub_id"] or cfg["url"] or cfg["file"] or "no source"
+        ver = "verified" if cfg["verified"] else "verified: false (sha256 not computed here)"
+        metrics = ", ".join(f"{k}={v}" for k, v in cfg["metrics"].items()) or "no metrics"
+        print(f"  .{tag}: {src} [{cfg['license']}, {ver}] {metrics}")
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from zoo.cost import bench_model
+    from zoo.progress import track
+
+    rows = []
+    for name in track(a.models, "bench", total=len(a.models)):
+        rows.append(bench_model(name, device=a.device, batch=a.batch, input_size=_input_size(a.input_size),
+                                warmup=a.warmup, repeats=a.repeats, optimize=a.optimize, channels_last=a.channels_last))
+    if a.json:
+        print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
+    else:
+        print(table(rows, ["model", "device", "batch", "input_size", "params", "gmacs", "latency_ms",
+                           "latency_min_ms", "latency_max_ms", "peak_memory_mb"]))
+    return 0
+
+
+def _tasks_cli():
+    from zoo.tasks import cli as tasks_cli
+
+    return tasks_cli
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    import zoo
+    from zoo.export import export_onnx, export_program
+    from zoo.registry import get_entry
+
+    model = zoo.create(a.model, pretrained=a.pretrained, checkpoint_path=a.checkpoint)
+    size = _input_size(a.input_size) or tuple(model.pretrained_cfg.get("input_size") or get_entry(a.model).input_size)
+    fmt = a.format or ("onnx" if a.out.endswith(".onnx") else "torch")
+    if fmt == "onnx":
+        res = export_onnx(model, a.out, size, opset=a.opset, check=not a.no_check)
+    else:
+        res = export_program(model, a.out, size, dynamic_hw=a.dynamic, check=not a.no_check)
+    res["format"] = fmt
+    print(json.dumps(res) if a.json else f"wrote {res['path']} ({res['bytes']:,} bytes)"
+          + (f", max |diff| vs PyTorch {res['max_abs_err']:.3g}" if "max_abs_err" in res else ""))
+    return 0
+
+
+def cmd_export_hub(a: argparse.Namespace) -> int:
+    from zoo.weights.publish import export_hub
+
+    out = export_hub(a.model, a.out, checkpoint=a.checkpoint, pretrained=a.pretrained, repo_id=a.repo_id)
+    print(json.dumps({"path": str(out)}) if a.json else f"wrote hub folder {out} (load it with zoo.create('local-dir:{out}'))")
+    return 0
+
+
+def cmd_push(a: argparse.Namespace) -> int:
+    from zoo.weights.publish import push_to_hub
+
+    url = push_to_hub(a.model, a.repo_id, checkpoint=a.checkpoint, pretrained=a.pretrained, private=a.private)
+    print(json.dumps({"url": url}) if a.json else f"pushed {a.model} to {a.repo_id}: {url}")
+    return 0
+
+
+def build_parser() -> _Parser:
+    p = _Parser(prog="zoo", description="Efficient vision, speech and codec networks.", allow_abbrev=False)
+    p.add_argument("--version", action="store_true", help="print the version")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    _add = sub.add_parser
+    sub.add_parser = lambda *a, **k: _add(*a, allow_abbrev=False, **k)  # type: ignore[method-assign]
+
+    s = sub.add_parser("list", help="list registered models")
+    s.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. '*rlfn*'")
+    s.add_argument("--task")
+    s.add_argument("--pretrained", action="store_true", help="only models with weights")
+    s.add_argument("--tags", action="store_true", help="list name.tag for each weight file")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_list)
+
+    s = sub.add_parser("info", help="show a model card")
+    s.add_argument("model")
+    s.add_argument("--measure", action="store_true", help="also count params and GMACs on the model")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_info)
+
+    s = sub.add_parser("bench", help="params, GMACs, latency and peak memory")
+    s.add_argument("models", nargs="+")
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--batch", type=int, default=1)
+    s.add_argument("--input-size", help="C,H,W (default: the card's)")
+    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument("--repeats", type=int, default=10)
+    s.add_argument("--optimize", action="store_true", help="re-parameterise to the deploy form first")
+    s.add_argument("--channels-last", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_bench)
+
+    for name, help_ in (("train", "train a model: LightningCLI fit"), ("eval", "evaluate a model with the task's metrics")):
+        s = sub.add_parser(name, help=help_, add_help=False)
+        s.add_argument("task")
+        s.add_argument("rest", nargs=argparse.REMAINDER)
+        s.set_defaults(fn=None)
+
+    s = sub.add_parser("export", help="export to ONNX or torch.export")
+    s.add_argument("model")
+    s.add_argument("--out", required=True, help="file.onnx or file.pt2")
+    s.add_argument("--format", choices=["onnx", "torch"])
+    s.add_argument("--checkpoint")
+    s.add_argument("--pretrained", action="store_true")
+    s.add_argument("--input-size", help="C,H,W (default: the card's)")
+    s.add_argument("--opset", type=int, default=18)
+    s.add_argument("--dynamic", action="store_true", help="torch.export with dynamic height/width")
+    s.add_argument("--no-check", action="store_true", help="skip the onnxruntime / reload comparison")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_export)
+
+    for name, fn in (("export-hub", cmd_export_hub), ("push", cmd_push)):
+        s = sub.add_parser(name, help="write a hub folder" if name == "export-hub" else "upload a hub folder")
+        s.add_argument("model")
+        s.add_argument("--checkpoint")
+        s.add_argument("--pretrained", action="store_true")
+        if name == "export-hub":
+            s.add_argument("--out", required=True)
+            s.add_argument("--repo-id")
+        else:
+            s.add_argument("--repo-id", required=True)
+            s.add_argument("--private", action="store_true")
+        s.add_argument("--json", action="store_true")
+        s.set_defaults(fn=fn)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        a = parser.parse_args(argv)
+        if a.version:
+            import zoo
+
+            print(zoo.__version__)
+            return 0
+        if a.command is None:
+            parser.print_help()
+            return 2
+        if a.command in ("train", "eval"):
+            tasks_cli = _tasks_cli()
+            fn = tasks_cli.train_main if a.command == "train" else tasks_cli.eval_main
+            return int(fn(a.task, list(a.rest)) or 0)
+        return int(a.fn(a) or 0)
+    except CLIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        # Unknown models, bad input, bad checkpoints: one line, no traceback.
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
