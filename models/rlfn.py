@@ -125,7 +125,7 @@ _COMMON = dict(task="sr", family="rlfn", paper=_PAPER, arxiv=_ARXIV, license="Ap
 )
 def rlfn_x4(**kwargs) -> RLFN:
     """RLFN, 52 channels, x4."""
-    return RLFN(scale=4, channels=52, **kwargs)
+    return RLFN(**{"scale": 4, "channels": 52, **kwargs})
 
 
 @register_model(
@@ -134,16 +134,16 @@ def rlfn_x4(**kwargs) -> RLFN:
 )
 def rlfn_s_x4(**kwargs) -> RLFN:
     """RLFN-S (small), 48 channels, x4."""
-    return RLFN(scale=4, channels=48, **kwargs)
+    return RLFN(**{"scale": 4, "channels": 48, **kwargs})
 
 
 @register_model(**_COMMON, input_size=(3, 256, 256), params=526_856, gmacs=32.8273, pretrained_cfgs=[_cfg("rlfn_x2")])
 def rlfn_x2(**kwargs) -> RLFN:
     """RLFN, 52 channels, x2."""
-    return RLFN(scale=2, channels=52, **kwargs)
+    return RLFN(**{"scale": 2, "channels": 52, **kwargs})
 
 
 @register_model(**_COMMON, input_size=(3, 256, 256), params=454_620, gmacs=28.1016, pretrained_cfgs=[_cfg("rlfn_s_x2")])
 def rlfn_s_x2(**kwargs) -> RLFN:
     """RLFN-S (small), 48 channels, x2."""
-    return RLFN(scale=2, channels=48, **kwargs)
+    return RLFN(**{"scale": 2, "channels": 48, **kwargs})

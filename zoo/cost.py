@@ -7,6 +7,7 @@ ops, pooling and resampling are not counted, which is the convention papers use.
 
 from __future__ import annotations
 
+import copy
 import gc
 import statistics
 import time
@@ -27,15 +28,21 @@ def example_input(input_size: Sequence[int], batch: int = 1, device: str | torch
 
 
 @torch.no_grad()
-def count_gmacs(model: torch.nn.Module, input_size: Sequence[int], batch: int = 1) -> float:
+def count_gmacs(model: torch.nn.Module, input_size: Sequence[int], batch: int = 1, meta: bool = True) -> float:
+    """GMACs of one forward at ``input_size``. With ``meta`` (default) the count runs on a copy of
+    the model on the meta device: shapes only, no arithmetic, so it is cheap at any size."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    device = next(model.parameters()).device if any(True for _ in model.parameters()) else "cpu"
-    x = example_input(input_size, batch, device)
+    if meta:
+        net = copy.deepcopy(model).to("meta").eval()
+        x = torch.empty((batch, *input_size), device="meta")
+    else:
+        net = model.eval()
+        device = next(model.parameters()).device if any(True for _ in model.parameters()) else "cpu"
+        x = example_input(input_size, batch, device)
     was_training = model.training
-    model.eval()
     with FlopCounterMode(display=False) as counter:
-        model(x)
+        net(x)
     model.train(was_training)
     return counter.get_total_flops() / 2 / 1e9
 

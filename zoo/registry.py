@@ -193,7 +193,7 @@ def list_models(
         if pretrained and not entry.pretrained_cfgs:
             continue
         names = [f"{name}.{t}" for t in entry.pretrained_cfgs] if with_tags and entry.pretrained_cfgs else [name]
-        out.extend(n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns))
+        out.extend(n for n in names if any(fnmatch.fnmatchcase(n, p) or fnmatch.fnmatchcase(name, p) for p in patterns))
     return sorted(out)
 
 

@@ -48,7 +48,7 @@ def check_image(
         raise ValueError(f"{name}: expected {channels} channels {layout}, got {x.shape[1]} (shape {tuple(x.shape)})")
     if x.shape[-2] < min_size or x.shape[-1] < min_size:
         raise ValueError(f"{name}: expected height and width of at least {min_size}, got {tuple(x.shape[-2:])}")
-    if value_range is not None and not is_exporting() and x.numel():
+    if value_range is not None and not is_exporting() and x.numel() and not x.is_meta:
         lo, hi = value_range
         mn, mx = torch.aminmax(x.detach())
         mn, mx = float(mn), float(mx)

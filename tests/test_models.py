@@ -1,0 +1,93 @@
+"""Registry-wide checks, run for every registered model with no per-model work: build, forward
+and backward on a tiny input, eval determinism, state-dict round trip, card params and GMACs,
+bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import zoo
+from zoo.cost import count_gmacs, count_params
+from zoo.hub import save_safetensors
+from zoo.registry import get_entry
+
+MODELS = zoo.list_models()
+
+
+def tiny_input(name: str, batch: int = 2) -> torch.Tensor:
+    size = list(get_entry(name).input_size)
+    if len(size) == 3:  # images: keep channels, shrink the sides
+        size[1], size[2] = min(size[1], 32), min(size[2], 32)
+    g = torch.Generator().manual_seed(0)
+    lo, hi = get_entry(name).input_range
+    return lo + (hi - lo) * torch.rand((batch, *size), generator=g)
+
+
+def test_registry_is_not_empty():
+    assert "rlfn_x4" in MODELS and "rlfn_s_x4" in MODELS
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_backward(name):
+    m = zoo.create(name).train()
+    x = tiny_input(name)
+    y = m(x)
+    assert torch.isfinite(y).all()
+    y.float().pow(2).mean().backward()
+    trainable = [(n, p) for n, p in m.named_parameters() if p.requires_grad]
+    assert trainable
+    no_grad = [n for n, p in trainable if p.grad is None]
+    assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
+    assert all(torch.isfinite(p.grad).all() for _, p in trainable)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_eval_deterministic_and_state_dict_round_trip(name, tmp_path):
+    m = zoo.create(name).eval()
+    x = tiny_input(name, batch=1)
+    with torch.no_grad():
+        a, b = m(x), m(x)
+    assert torch.equal(a, b)
+    f = save_safetensors(m.state_dict(), tmp_path / "w.safetensors")
+    torch.manual_seed(123)  # a differently initialised copy
+    m2 = zoo.create(name, checkpoint_path=f).eval()
+    with torch.no_grad():
+        assert torch.equal(m2(x), a)
+    assert m2.pretrained_cfg["architecture"] == name
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_card_params_and_gmacs(name):
+    entry = get_entry(name)
+    assert entry.params is not None and entry.gmacs is not None, f"{name}: the card must state params and GMACs"
+    m = zoo.create(name)
+    assert count_params(m) == entry.params
+    assert count_gmacs(m, entry.input_size) == pytest.approx(entry.gmacs, rel=1e-4, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_card_fields(name):
+    card = zoo.info(name)
+    for key in ("task", "family", "paper", "license", "input_size"):
+        assert card[key], f"{name}: card lacks {key}"
+    for tag, cfg in card["pretrained"].items():
+        assert cfg["url"] or cfg["hf_hub_id"] or cfg["file"], f"{name}.{tag}: no source"
+        assert cfg["license"], f"{name}.{tag}: no licence"
+        assert cfg["verified"] == bool(cfg["sha256"]), f"{name}.{tag}: verified must mean a sha256 computed here"
+
+
+@pytest.mark.parametrize("name", [n for n in MODELS if len(get_entry(n).input_size) == 3])
+def test_bad_image_input(name):
+    m = zoo.create(name).eval()
+    x = tiny_input(name, batch=1)
+    c = x.shape[1]
+    with pytest.raises(ValueError, match=f"expected {c} channels"):
+        m(torch.cat([x, x[:, :1]], 1))
+    with pytest.raises(ValueError, match="4-D"):
+        m(x[0])
+    with pytest.raises(ValueError, match="floating-point"):
+        m((x * 255).to(torch.uint8))
+    lo, hi = get_entry(name).input_range
+    with pytest.raises(ValueError, match="expected values in"):
+        m(x * 255 if hi == 1 else x * 1000)
