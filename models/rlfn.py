@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from zoo.pretrained import PretrainedCfg
 from zoo.registry import register_model
+from zoo.weights.filters import filter_rlfn
 
 from .base import SRModel
 from .layers.upsample import pixelshuffle_block
@@ -98,11 +99,6 @@ class RLFN(SRModel):
         return self.upsampler(self.conv_2(out) + feat)
 
 
-def filter_rlfn(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """The authors' files use our names already (after ``module.`` is stripped on load)."""
-    return state_dict
-
-
 def _cfg(name: str, sha256: str | None = None, metrics: dict | None = None) -> PretrainedCfg:
     return PretrainedCfg(
         tag="paper",
@@ -112,7 +108,7 @@ def _cfg(name: str, sha256: str | None = None, metrics: dict | None = None) -> P
         license="Apache-2.0",
         filter_fn=filter_rlfn,
         metrics=metrics or {},
-        description="the weights the authors published with the paper (bytedance/RLFN model_zoo)",
+        description="The weights the authors published with the paper (bytedance/RLFN model_zoo)",
     )
 
 

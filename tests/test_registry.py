@@ -73,7 +73,7 @@ def test_info_card():
     assert card["measured"]["gmacs"] == pytest.approx(card["gmacs"], rel=1e-4)
     cfg = card["pretrained"]["paper"]
     assert cfg["url"].endswith("/model_zoo/rlfn_x4.pth") and cfg["verified"] and len(cfg["sha256"]) == 64
-    assert cfg["filter_fn"] == "zoo.models.rlfn.filter_rlfn"
+    assert cfg["filter_fn"] == "zoo.weights.filters.filter_rlfn"
     assert cfg["metrics"]["set5_x4_psnr_y"] == 32.240
 
 
