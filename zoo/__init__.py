@@ -39,6 +39,10 @@ def optimize(model, inplace: bool = False):
     from timm.utils.model import reparameterize_model
 
     model = reparameterize_model(model.eval(), inplace=inplace)
+    if hasattr(model, "fuse"):  # timm's walk only visits children: the root block itself too
+        model = model.fuse()
+    elif hasattr(model, "reparameterize"):
+        model.reparameterize()
     return model.eval()
 
 
