@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make demo   - create .venv if missing, then train RLFN briefly on built-in photos, evaluate it
 #                 against bicubic, export and reload a hub folder, upscale an image, bench
+#               (DEMO_ARGS="--authors-checkpoint rlfn_x4.pth" also shows the authors' weights)
 #   make test   - create .venv if missing, then run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m zoo.demo --out demo_out
+	$(BIN)/python -m zoo.demo --out demo_out $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
