@@ -102,3 +102,18 @@ def test_console_script_entry_point():
     assert r.returncode == 0 and "rlfn_x4" in json.loads(r.stdout)
     r = subprocess.run([sys.executable, "-m", "zoo.cli", "info", "nope_x4"], capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().startswith("error: unknown model 'nope_x4'")
+
+
+def test_zoo_eval_sr_dispatch(capsys, upstream_dir, set5_dir):
+    ckpt = upstream_dir / "sr" / "rlfn_s_x4.pth"
+    rc, out, _ = run(capsys, "eval", "sr", "--model", "rlfn_s_x4", "--checkpoint", str(ckpt), "--data", str(set5_dir),
+                     "--scale", "4", "--json")
+    assert rc == 0
+    res = json.loads(out)
+    assert res["num_images"] == 5 and abs(res["psnr_y"] - 32.241) < 0.01
+
+
+def test_zoo_train_and_eval_unknown_task(capsys):
+    for cmd in ("train", "eval"):
+        rc, _, err = run(capsys, cmd, "nosuchtask")
+        assert rc == 2 and err.startswith("error: ") and "nosuchtask" in err and err.count("\n") == 1
