@@ -117,3 +117,14 @@ def test_zoo_train_and_eval_unknown_task(capsys):
     for cmd in ("train", "eval"):
         rc, _, err = run(capsys, cmd, "nosuchtask")
         assert rc == 2 and err.startswith("error: ") and "nosuchtask" in err and err.count("\n") == 1
+
+
+def test_bench_deploy_and_reference_columns(capsys):
+    rc, out, _ = run(capsys, "bench", "rlfn_s_x4", "--input-size", "3,24,24", "--repeats", "2", "--warmup", "1",
+                     "--deploy", "--compare", "spandrel", "--json")
+    assert rc == 0
+    r = json.loads(out)
+    # RLFN has no re-parameterisable block: the deploy form is the same network
+    assert r["deploy_params"] == r["params"] and r["deploy_max_abs_diff"] == 0.0 and r["deploy_latency_ms"] > 0
+    # spandrel has no RLFN: said so, not invented
+    assert r["reference"] is None and "spandrel has no implementation of rlfn_s_x4" in r["reference_note"]

@@ -104,12 +104,18 @@ def cmd_bench(a: argparse.Namespace) -> int:
     rows = []
     for name in track(a.models, "bench", total=len(a.models)):
         rows.append(bench_model(name, device=a.device, batch=a.batch, input_size=_input_size(a.input_size),
-                                warmup=a.warmup, repeats=a.repeats, optimize=a.optimize, channels_last=a.channels_last))
+                                warmup=a.warmup, repeats=a.repeats, optimize=a.optimize, channels_last=a.channels_last,
+                                deploy=a.deploy, compare=a.compare))
     if a.json:
         print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2))
     else:
-        print(table(rows, ["model", "device", "batch", "input_size", "params", "gmacs", "latency_ms",
-                           "latency_min_ms", "latency_max_ms", "peak_memory_mb"]))
+        cols = ["model", "device", "batch", "input_size", "params", "gmacs", "latency_ms", "latency_min_ms",
+                "latency_max_ms", "peak_memory_mb"]
+        if a.deploy:
+            cols += ["deploy_latency_ms", "deploy_speedup"]
+        if a.compare:
+            cols += ["reference", "reference_latency_ms", "speedup_vs_reference"]
+        print(table(rows, cols))
     return 0
 
 
@@ -216,6 +222,8 @@ def build_parser() -> _Parser:
     s.add_argument("--repeats", type=int, default=10)
     s.add_argument("--optimize", action="store_true", help="re-parameterise to the deploy form first")
     s.add_argument("--channels-last", action="store_true")
+    s.add_argument("--deploy", action="store_true", help="also time the deploy form (zoo.optimize) and report the speed-up")
+    s.add_argument("--compare", choices=["spandrel"], help="also time another library's implementation, same weights")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_bench)
 

@@ -121,8 +121,15 @@ def bench_model(
     optimize: bool = False,
     channels_last: bool = False,
     model: torch.nn.Module | None = None,
+    deploy: bool = False,
+    compare: str | None = None,
 ) -> dict[str, Any]:
-    """Params, GMACs (per image, at the card's input size), latency and peak memory of ``name``."""
+    """Params, GMACs (per image, at the card's input size), latency and peak memory of ``name``.
+
+    ``deploy`` also times the re-parameterised form (``zoo.optimize``); ``compare="spandrel"``
+    also times that library's implementation of the same network with the same weights, in the
+    same run on the same input, and reports the ratio (> 1: the zoo is faster).
+    """
     import zoo
 
     from .registry import get_entry
@@ -145,6 +152,33 @@ def bench_model(
     gmacs = count_gmacs(model, input_size)
     lat = measure_latency(model, x, warmup=warmup, repeats=repeats)
     mem = _peak_memory_mb(model, x)
+    extra: dict[str, Any] = {}
+    if deploy:
+        fast = zoo.optimize(model)
+        with torch.no_grad():
+            extra["deploy_max_abs_diff"] = float((fast(x) - model(x)).abs().max())
+        extra["deploy_latency_ms"] = round(measure_latency(fast, x, warmup=warmup, repeats=repeats)["median_ms"], 3)
+        extra["deploy_speedup"] = round(lat["median_ms"] / extra["deploy_latency_ms"], 3)
+        extra["deploy_params"] = count_params(fast)
+    if compare:
+        from .reference import ReferenceUnavailable, reference_model
+
+        try:
+            ref = reference_model(model, compare).to(dev)
+        except ReferenceUnavailable as e:
+            extra["reference"] = None
+            extra["reference_note"] = str(e).splitlines()[0][:200]
+        else:
+            if channels_last:
+                ref = ref.to(memory_format=torch.channels_last)
+            with torch.no_grad():
+                extra["reference_max_abs_diff"] = float((ref(x) - model(x)).abs().max())
+            ref_ms = measure_latency(ref, x, warmup=warmup, repeats=repeats)["median_ms"]
+            extra["reference"] = f"{compare}:{getattr(ref, 'spandrel_arch', type(ref).__name__)}"
+            extra["reference_latency_ms"] = round(ref_ms, 3)
+            extra["speedup_vs_reference"] = round(ref_ms / lat["median_ms"], 3)
+            if deploy:
+                extra["deploy_speedup_vs_reference"] = round(ref_ms / extra["deploy_latency_ms"], 3)
     gc.collect()
     return {
         "model": name,
@@ -161,4 +195,5 @@ def bench_model(
         "optimized": optimize,
         "channels_last": channels_last,
         "threads": torch.get_num_threads(),
+        **extra,
     }
