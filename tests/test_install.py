@@ -35,6 +35,17 @@ def test_wheel_has_only_the_zoo_import_name(wheel):
         assert must in names, must
 
 
+def test_wheel_has_every_package_of_the_checkout(wheel):
+    """pyproject lists packages explicitly (the sibling folders are mapped under zoo): a new
+    package folder that is not listed would be missing from the wheel."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    mapping = {"zoo": "zoo", "models": "zoo/models", "tasks": "zoo/tasks", "weights": "zoo/weights", "configs": "zoo/configs"}
+    for src, dst in mapping.items():
+        for init in (ROOT / src).rglob("__init__.py"):
+            rel = init.relative_to(ROOT / src).as_posix()
+            assert f"{dst}/{rel}" in names, f"{src}/{rel} is not in the wheel: add its package to pyproject.toml"
+
+
 @pytest.mark.slow
 def test_wheel_installs_into_fresh_venv_and_runs_outside_checkout(wheel, tmp_path):
     venv = tmp_path / "venv"
