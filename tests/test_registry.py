@@ -51,7 +51,7 @@ def test_unknown_name_lists_closest():
 
 def test_list_models_patterns_and_filters(scratch_registry):
     _register("aaa_test_x2", task="classification")
-    assert zoo.list_models("rlfn*x4") == ["rlfn_s_x4", "rlfn_x4"]
+    assert zoo.list_models("rlfn_*s_x?") == ["rlfn_s_x2", "rlfn_s_x4"]
     assert zoo.list_models(["rlfn_x4", "rlfn_s_x2"]) == ["rlfn_s_x2", "rlfn_x4"]
     assert "aaa_test_x2" not in zoo.list_models(task="sr")
     assert zoo.list_models("*test*", task="classification") == ["aaa_test_x2"]

@@ -271,3 +271,16 @@ def test_resolve_prefers_cache_then_hub_then_url(tmp_path, monkeypatch):
     cfg = PretrainedCfg(tag="t", url="https://example.invalid/w.safetensors", hf_hub_id="nobody/none",
                         sha256=sha256_file(f))
     assert resolve_weight_file(cfg, "x") == f
+
+
+def test_safetensors_header_length_with_pickle_marker_byte(tmp_path):
+    """A safetensors file whose header length's low byte is 0x80 (a pickle protocol marker)."""
+    from zoo.hub import save_safetensors
+
+    for k in range(300):  # the header grows by one byte per character of the key
+        key = "w" + "x" * k
+        f = save_safetensors({key: torch.zeros(1)}, tmp_path / "m.safetensors")
+        if f.read_bytes()[0] == 0x80:
+            assert list(read_state_dict(f)) == [key]
+            return
+    raise AssertionError("no header length ending in 0x80 was produced")

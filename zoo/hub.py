@@ -101,12 +101,14 @@ def _sniff(path: Path) -> str:
         head = f.read(16)
     if len(head) == 0:
         raise CheckpointError(f"{path} is empty")
+    # safetensors first: its first 8 bytes are a little-endian header length, whose low byte
+    # can be 0x80 (a pickle's protocol marker); the JSON header always opens at byte 8.
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "safetensors"
     if head[:4] == b"PK\x03\x04":
         return "zip"
     if head[:1] == b"\x80":
         return "pickle"
-    if len(head) >= 9 and head[8:9] == b"{":
-        return "safetensors"
     return "unknown"
 
 
