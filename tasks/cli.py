@@ -119,8 +119,40 @@ def _relaunchable(task: str, argv: list[str]) -> Iterator[None]:
         __main__.__spec__ = None
 
 
+def _picks_module_subclass(argv: list[str]) -> bool:
+    """Whether a config file (``model: {class_path: ...}``) or the command line
+    (``--model.class_path``) picks a subclass of the task's LightningModule, e.g.
+    ``zoo.tasks.sr.distill.SRDistillModule``. Only then does LightningCLI run in subclass mode,
+    so flat configs (``model: {model: rlfn_x4, ...}``) parse and print exactly as before."""
+    import yaml
+
+    it = iter(argv)
+    for arg in it:
+        path = None
+        if arg in _CONFIG_FLAGS:
+            path = next(it, None)
+        elif arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        elif arg.startswith("--model.class_path"):
+            return True
+        if path is None:
+            continue
+        try:
+            with open(path, encoding="utf-8") as f:
+                cfg = yaml.safe_load(f)
+        except (OSError, yaml.YAMLError):
+            continue  # LightningCLI reports it
+        if isinstance(cfg, dict) and isinstance(cfg.get("model"), dict) and "class_path" in cfg["model"]:
+            return True
+    return False
+
+
 def train_main(task: str, argv: list[str]) -> int:
-    """Run LightningCLI ``fit`` for ``task`` with the command-line arguments ``argv``."""
+    """Run LightningCLI ``fit`` for ``task`` with the command-line arguments ``argv``.
+
+    A config whose ``model`` section names a ``class_path`` (a subclass of the task's module,
+    such as the distillation module of ``sr/dsclora_x4.yaml``) runs in LightningCLI's subclass mode.
+    """
     from jsonargparse import ArgumentError
     from lightning.pytorch.cli import LightningCLI
 
@@ -141,6 +173,7 @@ def train_main(task: str, argv: list[str]) -> int:
                 spec.module_cls,
                 spec.datamodule_cls,
                 args=["fit", *argv],
+                subclass_mode_model=_picks_module_subclass(argv),
                 save_config_kwargs={"overwrite": True},
                 parser_kwargs={"prog": f"zoo train {task}", "exit_on_error": False},
                 auto_configure_optimizers=False,  # the task module's configure_optimizers is the recipe
