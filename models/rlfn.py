@@ -4,6 +4,11 @@ Layout and numerics follow the authors' code, bytedance/RLFN (Apache-2.0, Copyri
 ByteDance): module names (``conv_1``, ``block_N.c{1,2,3}_r``, ``c5``, ``esa.*``, ``conv_2``,
 ``upsampler.0``) match their state dicts, so their ``model_zoo/*.pth`` files load unchanged.
 The authors' network works on 0-255 values; :class:`~zoo.models.base.SRModel` scales around it.
+
+:class:`RLFNPrune` is the authors' NTIRE 2022 efficient-SR entry, ``RLFN_Prune`` in
+``model/rlfn_ntire.py``: four RLFBs of 46 feature / 48 inner channels (317,218 params, the
+README's 0.317M), same blocks, same names (``conv_1``, ``block_1..4``, ``conv_2``,
+``upsampler.0``), published as ``model_zoo/rlfn_ntire_x4.pth``.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import torch.nn.functional as F
 from zoo.pretrained import PretrainedCfg
 from zoo.registry import register_model
 from zoo.weights.filters import filter_rlfn
+from zoo.weights.filters_esr import filter_rlfn_ntire
 
 from .base import SRModel
 from .layers.upsample import pixelshuffle_block
 
-__all__ = ["RLFN", "RLFB", "ESA"]
+__all__ = ["RLFN", "RLFB", "ESA", "RLFNPrune"]
 
 _PAPER = "Residual Local Feature Network for Efficient Super-Resolution"
 _ARXIV = "2205.07514"
@@ -99,6 +105,33 @@ class RLFN(SRModel):
         return self.upsampler(self.conv_2(out) + feat)
 
 
+class RLFNPrune(RLFN):
+    """RLFN_Prune (NTIRE 2022 entry): conv, ``num_blocks`` RLFBs whose three 3x3 convs have
+    ``mid_channels`` inner channels, conv + long skip, pixel shuffle (RLFN's forward)."""
+
+    def __init__(
+        self,
+        scale: int = 4,
+        channels: int = 46,
+        mid_channels: int = 48,
+        num_blocks: int = 4,
+        esa_channels: int = 16,
+        in_channels: int = 3,
+        out_channels: int = 3,
+    ):
+        SRModel.__init__(self)
+        if scale not in (2, 3, 4):
+            raise ValueError(f"RLFN scale must be 2, 3 or 4, got {scale}")
+        self.scale = scale
+        self.in_channels = in_channels
+        self.conv_1 = _conv(in_channels, channels, 3)
+        for i in range(num_blocks):
+            self.add_module(f"block_{i + 1}", RLFB(channels, mid_channels, esa_channels=esa_channels))
+        self.num_blocks = num_blocks
+        self.conv_2 = _conv(channels, channels, 3)
+        self.upsampler = pixelshuffle_block(channels, out_channels, scale)
+
+
 def _cfg(name: str, sha256: str | None = None, metrics: dict | None = None) -> PretrainedCfg:
     return PretrainedCfg(
         tag="paper",
@@ -143,3 +176,24 @@ def rlfn_x2(**kwargs) -> RLFN:
 def rlfn_s_x2(**kwargs) -> RLFN:
     """RLFN-S (small), 48 channels, x2."""
     return RLFN(**{"scale": 2, "channels": 48, **kwargs})
+
+
+@register_model(
+    task="sr", family="rlfn", paper=f"{_PAPER} (NTIRE 2022 efficient SR entry, pruned)", arxiv=_ARXIV,
+    license="Apache-2.0", source=f"{_SOURCE} (model/rlfn_ntire.py, RLFN_Prune)",
+    input_size=(3, 256, 256), params=317_218, gmacs=19.6581,
+    pretrained_cfgs=[
+        PretrainedCfg(
+            tag="ntire22",
+            url=f"{_SOURCE}/raw/main/model_zoo/rlfn_ntire_x4.pth",
+            sha256=None,
+            verified=False,
+            license="Apache-2.0",
+            filter_fn=filter_rlfn_ntire,
+            description="The authors' NTIRE 2022 efficient-SR entry (ByteESR, bytedance/RLFN model_zoo/rlfn_ntire_x4.pth)",
+        )
+    ],
+)
+def rlfn_ntire_x4(**kwargs) -> RLFNPrune:
+    """RLFN pruned for the NTIRE 2022 efficient SR challenge: 46 channels (48 inside), 4 blocks, x4."""
+    return RLFNPrune(**{"scale": 4, **kwargs})
