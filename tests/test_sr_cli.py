@@ -64,3 +64,21 @@ def test_zoo_sr_bad_input(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err
     assert not (tmp_path / "o.png").exists()
+
+
+@pytest.mark.parametrize("name, scale", [("rlfn_s_x2", 2), ("imdn_x3", 3)])
+def test_zoo_eval_sr_at_x2_and_x3(name, scale, set5_dir, tmp_path, capsys):
+    """Set5's x2 / x3 folders evaluate end to end (random weights: only the plumbing and the
+    metric's range are checked; x4 parity with the authors' files is in test_sr_task)."""
+    from zoo.weights.publish import export_hub
+
+    torch.manual_seed(0)
+    kwargs = {"channels": 8, "num_blocks": 1, "esa_channels": 4} if name.startswith("rlfn") else {}
+    folder = export_hub(name, tmp_path / name, model=zoo.create(name, **kwargs).eval())
+    rc = main(["eval", "sr", "--model", f"local-dir:{folder}", "--data", str(set5_dir), "--scale", str(scale), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["num_images"] == 5 and res["scale"] == scale
+    assert 5 < res["psnr_y"] < 40 and 0 < res["ssim_y"] < 1
+    assert main(["eval", "sr", "--model", f"local-dir:{folder}", "--data", str(set5_dir), "--scale", "4"]) == 2
+    assert "upscales" in capsys.readouterr().err
