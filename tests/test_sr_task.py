@@ -382,3 +382,26 @@ def test_ddp_training_subprocess(tiny_data, tmp_path):
     assert ckpts, proc.stderr[-3000:]
     state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
     assert state["global_step"] == 3 and "Starting with 2 processes" in proc.stderr + proc.stdout
+
+
+def test_fft_loss_and_cosine_restarts():
+    """SAFMN's FFT loss and PAN's restarted cosine, as their recipes use them."""
+    from zoo.tasks.sr.module import fft_l1_loss
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g)
+    fa, fb = torch.fft.fft2(a.double()), torch.fft.fft2(b.double())
+    ref = torch.cat([(fa.real - fb.real).abs().flatten(), (fa.imag - fb.imag).abs().flatten()]).mean()
+    assert float(fft_l1_loss(a, b)) == pytest.approx(float(ref), rel=1e-5)
+    assert float(fft_l1_loss(a, a)) == 0.0
+    m = SRModule(model="rlfn_s_x4", model_args={"num_blocks": 1}, lr=1e-3, scheduler="cosine_restarts", t_max=4, eta_min=0.0)
+    cfg = m.configure_optimizers()
+    opt, sched = cfg["optimizer"], cfg["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(9):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == lrs[4] == lrs[8] == pytest.approx(1e-3) and lrs[2] == pytest.approx(5e-4)
+    with pytest.raises(ValueError, match="needs t_max"):
+        SRModule(model="rlfn_s_x4", model_args={"num_blocks": 1}, scheduler="cosine_restarts").configure_optimizers()

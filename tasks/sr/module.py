@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from ..base import TaskConfigError, ZooModule
 from .metrics import psnr_ssim_y, to_uint8_image
 
-__all__ = ["SRModule"]
+__all__ = ["SRModule", "fft_l1_loss"]
+
+
+def fft_l1_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """L1 between the 2-D FFTs (real and imaginary parts) of ``sr`` and ``hr``: SAFMN's FFTLoss."""
+    a = torch.view_as_real(torch.fft.fft2(sr.float(), dim=(-2, -1)))
+    b = torch.view_as_real(torch.fft.fft2(hr.float(), dim=(-2, -1)))
+    return F.l1_loss(a, b)
 
 
 class SRModule(ZooModule):
@@ -31,6 +38,7 @@ class SRModule(ZooModule):
         gamma: decay factor (``step``).
         t_max: cosine period in iterations; None = the run's total steps.
         eta_min: cosine floor.
+        fft_weight: weight of an extra L1 loss between the FFTs of output and target (SAFMN: 0.05).
     """
 
     def __init__(
@@ -42,11 +50,12 @@ class SRModule(ZooModule):
         lr: float = 5e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
-        scheduler: Literal["step", "cosine", "none"] = "step",
+        scheduler: Literal["step", "cosine", "cosine_restarts", "none"] = "step",
         step_size: int = 200_000,
         gamma: float = 0.5,
         t_max: int | None = None,
         eta_min: float = 1e-7,
+        fft_weight: float = 0.0,
     ):
         super().__init__(model=model, model_args=model_args, pretrained=pretrained, checkpoint_path=checkpoint_path)
         self.scale = int(getattr(self.net, "scale", 0))
@@ -62,6 +71,10 @@ class SRModule(ZooModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         sr = self.net(batch["lr"])
         loss = F.l1_loss(sr, batch["hr"])
+        if self.hparams.fft_weight:
+            loss_fft = fft_l1_loss(sr, batch["hr"])
+            self.log("train/loss_fft", loss_fft, on_step=True, on_epoch=False, batch_size=batch["lr"].shape[0])
+            loss = loss + self.hparams.fft_weight * loss_fft
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=batch["lr"].shape[0])
         return loss
 
@@ -87,6 +100,11 @@ class SRModule(ZooModule):
         elif hp.scheduler == "cosine":
             t_max = hp.t_max or int(self.trainer.estimated_stepping_batches)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, t_max), eta_min=hp.eta_min)
+        elif hp.scheduler == "cosine_restarts":
+            # BasicSR's CosineAnnealingRestartLR with equal periods and restart weights 1 (PAN)
+            if not hp.t_max:
+                raise ValueError("scheduler 'cosine_restarts' needs t_max (the period in iterations)")
+            sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=int(hp.t_max), eta_min=hp.eta_min)
         else:
-            raise ValueError(f"scheduler must be 'step', 'cosine' or 'none', got {hp.scheduler!r}")
+            raise ValueError(f"scheduler must be 'step', 'cosine', 'cosine_restarts' or 'none', got {hp.scheduler!r}")
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
