@@ -202,6 +202,7 @@ def _rcan_cfg(scale: int) -> PretrainedCfg:
     return PretrainedCfg(
         tag="paper",
         url=_RCAN_ZIP,
+        archive_member=member,
         filename=f"RCAN_BIX{scale}.pt",  # the extracted member, looked up in the zoo cache
         sha256=None,
         verified=False,
@@ -211,9 +212,9 @@ def _rcan_cfg(scale: int) -> PretrainedCfg:
         description=(
             f"The authors' BI x{scale} model (ECCV 2018). Published only inside the zip archive "
             f"models_ECCV2018RCAN.zip (Dropbox / Google Drive / BaiduYun links in yulunzhang/RCAN's "
-            f"README) as {member}: extract it into the zoo cache (checkpoints/RCAN_BIX{scale}.pt) or "
-            "pass checkpoint_path=. The zoo does not unpack archives, so the url alone cannot load it. "
-            "Not hashed here."
+            f"README) as {member}: pretrained=True downloads the archive once and extracts that "
+            f"member into the zoo cache (checkpoints/RCAN_BIX{scale}.pt); checkpoint_path= takes the "
+            "extracted file. Not hashed here."
         ),
     )
 

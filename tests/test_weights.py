@@ -284,3 +284,37 @@ def test_safetensors_header_length_with_pickle_marker_byte(tmp_path):
             assert list(read_state_dict(f)) == [key]
             return
     raise AssertionError("no header length ending in 0x80 was produced")
+
+
+def test_url_download_and_zip_archive_member(tmp_path, monkeypatch):
+    """The real download path (urllib, atomic write, sha256 check), through a file:// url, for a
+    plain file and for a weight file published inside a zip archive (as RCAN's are)."""
+    import zipfile
+
+    from zoo.hub import save_safetensors
+
+    monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ZOO_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    src = save_safetensors(zoo.create("rlfn_s_x4").state_dict(), tmp_path / "pub" / "w.safetensors")
+    sha = sha256_file(src)
+    cfg = PretrainedCfg(tag="t", url=src.as_uri(), sha256=sha)
+    got = resolve_weight_file(cfg, "rlfn_s_x4")
+    assert got == tmp_path / "cache" / "checkpoints" / "w.safetensors" and sha256_file(got) == sha
+
+    archive = tmp_path / "pub" / "models.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(src, "models/RLFN_S.safetensors")
+    cfg = PretrainedCfg(tag="z", url=archive.as_uri(), archive_member="models/RLFN_S.safetensors",
+                        filename="RLFN_S.safetensors", sha256=sha)
+    got = resolve_weight_file(cfg, "rlfn_s_x4")
+    assert got.name == "RLFN_S.safetensors" and sha256_file(got) == sha
+    assert (tmp_path / "cache" / "archives" / "models.zip").is_file()
+
+    bad = PretrainedCfg(tag="b", url=archive.as_uri(), archive_member="models/absent.pth", filename="absent.pth")
+    with pytest.raises(CheckpointError, match="has no member 'models/absent.pth'"):
+        resolve_weight_file(bad, "rlfn_s_x4")
+    wrong = PretrainedCfg(tag="w", url=src.as_uri(), filename="other.safetensors", sha256="0" * 64)
+    with pytest.raises(CheckpointError, match="sha256"):
+        resolve_weight_file(wrong, "rlfn_s_x4")
+    assert not (tmp_path / "cache" / "checkpoints" / "other.safetensors").exists()  # nothing half-written kept

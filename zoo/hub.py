@@ -222,6 +222,21 @@ def _download(url: str, dst: Path, sha256: str | None) -> Path:
     return dst
 
 
+def _extract(archive: Path, member: str, dst: Path, sha256: str | None) -> Path:
+    try:
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as src, atomic_write(dst) as tmp:
+            with open(tmp, "wb") as f:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    f.write(chunk)
+            _check_sha(tmp, sha256, f"{member} in {archive.name}")
+    except KeyError:
+        raise CheckpointError(f"{archive} has no member {member!r}") from None
+    except zipfile.BadZipFile as e:
+        archive.unlink(missing_ok=True)
+        raise CheckpointError(f"{archive} is not a readable zip archive ({e}); removed, try again") from None
+    return dst
+
+
 def resolve_weight_file(cfg: PretrainedCfg, arch: str) -> Path:
     """Find (or fetch) the file for ``cfg``, following DESIGN.md's loading order."""
     errors: list[str] = []
@@ -254,6 +269,11 @@ def resolve_weight_file(cfg: PretrainedCfg, arch: str) -> Path:
             errors.append(f"url {cfg.url}: offline mode")
         else:
             try:
+                if cfg.archive_member:  # the authors publish a zip: fetch it once, extract the member
+                    archive = cache_dir() / "archives" / cfg.url.rstrip("/").split("/")[-1].split("?")[0]
+                    if not archive.is_file():
+                        _download(cfg.url, archive, None)
+                    return _extract(archive, cfg.archive_member, cached, cfg.sha256)
                 return _download(cfg.url, cached, cfg.sha256)
             except CheckpointError:
                 raise

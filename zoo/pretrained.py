@@ -28,6 +28,7 @@ class PretrainedCfg:
     hf_filename: str | None = None
     file: str | None = None
     filename: str | None = None  # name in the local cache; defaults to the url's last part
+    archive_member: str | None = None  # the url is a zip archive: this member is the weight file
     sha256: str | None = None
     verified: bool = False
     license: str = ""
