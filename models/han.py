@@ -29,9 +29,7 @@ from zoo.pretrained import PretrainedCfg
 from zoo.registry import register_model
 from zoo.weights.filters_ca_sr import filter_han
 
-from .base import SRModel
-from .layers.upsample import PixelShuffleUpsample
-from .rcan import DIV2K_RGB_MEAN, MeanShift, ResidualGroup, _check_scale, default_conv
+from .rcan import DIV2K_RGB_MEAN, RCAN
 
 __all__ = ["HAN", "LAM", "CSAM"]
 
@@ -77,10 +75,10 @@ class CSAM(nn.Module):
         return x * attn.view(b, c, h, w) + x
 
 
-class HAN(SRModel):
+class HAN(RCAN):
     """HAN: RCAN's backbone with layer attention over all body outputs and channel-spatial
     attention on the last one. ``forward_raw`` works on 0-255 values. Args as
-    :class:`~zoo.models.rcan.RCAN`."""
+    :class:`~zoo.models.rcan.RCAN`, whose modules (names included) HAN shares."""
 
     def __init__(
         self,
@@ -94,27 +92,12 @@ class HAN(SRModel):
         rgb_range: float = 255.0,
         rgb_mean: Sequence[float] = DIV2K_RGB_MEAN,
     ):
-        super().__init__()
-        _check_scale(scale, "HAN")
-        if n_resgroups < 1 or n_resblocks < 1:
-            raise ValueError(f"n_resgroups and n_resblocks must be >= 1, got {n_resgroups}, {n_resblocks}")
-        self.scale = scale
-        self.rgb_range = float(rgb_range)
-        self.in_channels = n_colors
-        self.n_resgroups, self.n_resblocks, self.n_feats = n_resgroups, n_resblocks, n_feats
-        # registration order follows the authors' __init__
-        self.sub_mean = MeanShift(rgb_range, rgb_mean, sign=-1)
-        self.add_mean = MeanShift(rgb_range, rgb_mean, sign=1)
-        self.head = nn.Sequential(default_conv(n_colors, n_feats, kernel_size))
-        body: list[nn.Module] = [ResidualGroup(n_feats, n_resblocks, kernel_size, reduction) for _ in range(n_resgroups)]
-        body.append(default_conv(n_feats, n_feats, kernel_size))
-        self.body = nn.Sequential(*body)
+        super().__init__(scale, n_resgroups, n_resblocks, n_feats, reduction, kernel_size, n_colors, rgb_range, rgb_mean)
         self.csa = CSAM(n_feats)
         self.la = LAM(n_feats)
         # upstream hard-codes n_feats * 11, i.e. (10 groups + the body's last conv)
         self.last_conv = nn.Conv2d(n_feats * (n_resgroups + 1), n_feats, 3, 1, 1)
         self.last = nn.Conv2d(n_feats * 2, n_feats, 3, 1, 1)
-        self.tail = nn.Sequential(PixelShuffleUpsample(n_feats, scale), default_conv(n_feats, n_colors, kernel_size))
 
     def forward_raw(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head(self.sub_mean(x))

@@ -160,7 +160,7 @@ class RCAN(SRModel):
         rgb_mean: Sequence[float] = DIV2K_RGB_MEAN,
     ):
         super().__init__()
-        _check_scale(scale, "RCAN")
+        _check_scale(scale, type(self).__name__)
         if n_resgroups < 1 or n_resblocks < 1:
             raise ValueError(f"n_resgroups and n_resblocks must be >= 1, got {n_resgroups}, {n_resblocks}")
         self.scale = scale
