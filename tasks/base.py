@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import lightning as L
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 import zoo
 
@@ -57,6 +58,38 @@ class ZooModule(L.LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Loaders shared by the image tasks: shuffled training batches of ``batch_size`` patches
+    (last partial batch dropped), validation one whole image at a time (sizes differ).
+    Subclasses set ``train_set`` / ``val_set`` in ``setup`` and have ``batch_size`` and
+    ``num_workers``."""
+
+    train_set: Dataset | None = None
+    val_set: Dataset | None = None
+    batch_size: int
+    num_workers: int
+
+    def _loader(self, ds: Dataset, shuffle: bool, batch_size: int, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            ds,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            drop_last=drop_last,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None
+        return self._loader(self.train_set, True, self.batch_size, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_set is None:
+            return []
+        return self._loader(self.val_set, False, 1, drop_last=False)  # images differ in size
 
 
 class TaskSpec(NamedTuple):

@@ -27,11 +27,12 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import lightning as L
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from ..base import ImageFolderDataModule
 from torchvision.transforms.v2 import functional as TF
 
 from ..sr.data import IMAGE_EXTENSIONS, list_images, load_rgb
@@ -334,7 +335,7 @@ class UnpairedDataset(Dataset):
         return {"raw": raw, "raw_rgb": naive_render(raw), "target": target.contiguous()}
 
 
-class ISPDataModule(L.LightningDataModule):
+class ISPDataModule(ImageFolderDataModule):
     """ISP training data: simulated from an sRGB folder or read from Zurich folders, paired or unpaired.
 
     Args:
@@ -425,22 +426,3 @@ class ISPDataModule(L.LightningDataModule):
             else:
                 self.val_set = self._zurich(self.val_dir, "test", None, self.val_seed)
 
-    def _loader(self, ds: Dataset, shuffle: bool, batch_size: int, drop_last: bool) -> DataLoader:
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=drop_last,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None
-        return self._loader(self.train_set, True, self.batch_size, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.val_set is None:
-            return []
-        return self._loader(self.val_set, False, 1, drop_last=False)  # images differ in size

@@ -21,11 +21,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+
+from ..base import ImageFolderDataModule
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -202,7 +203,7 @@ class SRPairedDataset(Dataset):
         }
 
 
-class SRDataModule(L.LightningDataModule):
+class SRDataModule(ImageFolderDataModule):
     """Training patches from ``train_dir`` (HR images) and, optionally, validation on a paired
     benchmark folder ``val_dir`` (``HR/x{scale}`` + ``LR/x{scale}``, e.g. Set5).
 
@@ -252,22 +253,3 @@ class SRDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate") and self.val_dir is not None and self.val_set is None:
             self.val_set = SRPairedDataset(self.val_dir, self.scale)
 
-    def _loader(self, ds: Dataset, shuffle: bool, batch_size: int, drop_last: bool) -> DataLoader:
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=drop_last,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        assert self.train_set is not None
-        return self._loader(self.train_set, True, self.batch_size, drop_last=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.val_set is None:
-            return []
-        return self._loader(self.val_set, False, 1, drop_last=False)  # images differ in size
