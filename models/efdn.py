@@ -57,6 +57,7 @@ from zoo.registry import register_model
 from zoo.weights.filters_esr import filter_efdn
 
 from .base import SRModel
+from .layers.upsample import pixelshuffle_block
 from .rfdn import ESA
 
 __all__ = ["EFDN", "EFDNCell", "EDBB", "SeqConv3x3", "fuse_edbb"]
@@ -306,7 +307,7 @@ class EFDN(SRModel):
         self.head = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.cells = nn.ModuleList([EFDNCell(channels, deploy=deploy, with_13=with_13, with_idt=with_idt) for _ in range(4)])
         self.local_fuse = nn.ModuleList([nn.Conv2d(channels * 2, channels, 1) for _ in range(3)])
-        self.tail = nn.Sequential(nn.Conv2d(channels, out_channels * scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+        self.tail = pixelshuffle_block(channels, out_channels, scale)
 
     @property
     def deploy(self) -> bool:
