@@ -7,7 +7,7 @@ imported here, so a new family file registers its models with no other edit.
 import importlib
 import pkgutil
 
-_SKIP = {"base", "layers", "ops"}
+_SKIP = {"base", "backbone", "layers", "ops"}
 
 for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
     if _info.name not in _SKIP and not _info.name.startswith("_"):

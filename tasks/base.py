@@ -152,3 +152,9 @@ def get_task(name: str) -> TaskSpec:
 
 register_task("sr", "zoo.tasks.sr.module:SRModule", "zoo.tasks.sr.data:SRDataModule", "zoo.tasks.sr.evaluate:evaluate_sr")
 register_task("isp", "zoo.tasks.isp.module:ISPModule", "zoo.tasks.isp.data:ISPDataModule", "zoo.tasks.isp.evaluate:evaluate_isp")
+register_task(
+    "classification",
+    "zoo.tasks.classification.module:ClassificationModule",
+    "zoo.tasks.classification.data:ClassificationDataModule",
+    "zoo.tasks.classification.evaluate:evaluate_classification",
+)

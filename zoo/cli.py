@@ -82,7 +82,7 @@ def cmd_info(a: argparse.Namespace) -> int:
     keys = ["name", "task", "family", "paper", "arxiv", "license", "source", "input_size", "input_range", "params", "gmacs"]
     width = max(len(k) for k in keys)
     for k in keys:
-        val = f"[{card[k][0]:g}, {card[k][1]:g}]" if k == "input_range" else _fmt(card[k])
+        val = f"[{card[k][0]:g}, {card[k][1]:g}]" if k == "input_range" and card[k] else _fmt(card[k])
         print(f"{k.ljust(width)}  {val}")
     if "measured" in card:
         print(f"{'measured'.ljust(width)}  params {card['measured']['params']:,}, GMACs {card['measured']['gmacs']:.4f}")

@@ -50,8 +50,10 @@ def load_checkpoint(
 
 def _cfg_dict(entry: ModelEntry, cfg: PretrainedCfg | None, **extra: Any) -> dict[str, Any]:
     d: dict[str, Any] = {"architecture": entry.name, "task": entry.task, "input_size": list(entry.input_size)}
+    d.update(entry.data_cfg)  # timm's keys (mean, std, crop_pct ...): timm.data.resolve_data_config reads them
     if cfg is not None:
         d.update(cfg.to_dict())
+        d.update(cfg.data_cfg)
     d.update(extra)
     return d
 

@@ -35,6 +35,7 @@ class PretrainedCfg:
     filter_fn: FilterFn | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     model_args: dict[str, Any] = field(default_factory=dict)  # e.g. deploy form for a deploy file
+    data_cfg: dict[str, Any] = field(default_factory=dict)  # preprocessing these weights expect (timm names)
     description: str = ""
 
     @property

@@ -36,13 +36,18 @@ class ModelEntry:
     arxiv: str | None
     license: str
     input_size: tuple[int, ...]
-    input_range: tuple[float, float] = (0.0, 1.0)
+    input_range: tuple[float, float] | None = (0.0, 1.0)  # None: normalised input, no range check
     params: int | None = None  # stated on the card, checked against the model by the tests
     gmacs: float | None = None  # at ``input_size``, batch 1
     description: str = ""
     source: str = ""  # the authors' repository
     default_args: dict[str, Any] = field(default_factory=dict)
     pretrained_cfgs: dict[str, PretrainedCfg] = field(default_factory=dict)
+    # Preprocessing in timm's names (mean, std, crop_pct, interpolation, crop_mode); the
+    # classification eval transform is built from it (a weight cfg's ``data_cfg`` overrides it).
+    data_cfg: dict[str, Any] = field(default_factory=dict)
+    # Input size for the registry-wide tests (None: the image sides shrunk to 32).
+    test_size: tuple[int, ...] | None = None
 
     @property
     def default_tag(self) -> str | None:
@@ -67,7 +72,8 @@ class ModelEntry:
             "source": self.source,
             "description": self.description,
             "input_size": list(self.input_size),
-            "input_range": list(self.input_range),
+            "input_range": list(self.input_range) if self.input_range is not None else None,
+            "data_cfg": dict(self.data_cfg),
             "params": self.params,
             "gmacs": self.gmacs,
             "default_args": dict(self.default_args),
@@ -86,13 +92,15 @@ def register_model(
     arxiv: str | None,
     license: str,
     input_size: tuple[int, ...],
-    input_range: tuple[float, float] = (0.0, 1.0),
+    input_range: tuple[float, float] | None = (0.0, 1.0),
     params: int | None = None,
     gmacs: float | None = None,
     description: str = "",
     source: str = "",
     pretrained_cfgs: list[PretrainedCfg] | tuple[PretrainedCfg, ...] = (),
     name: str | None = None,
+    data_cfg: dict[str, Any] | None = None,
+    test_size: tuple[int, ...] | None = None,
     **default_args: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a factory function under its own name (or ``name``).
@@ -121,13 +129,15 @@ def register_model(
             arxiv=arxiv,
             license=license,
             input_size=tuple(input_size),
-            input_range=tuple(input_range),
+            input_range=tuple(input_range) if input_range is not None else None,
             params=params,
             gmacs=gmacs,
             description=description or (fn.__doc__ or "").strip().split("\n")[0],
             source=source,
             default_args=dict(default_args),
             pretrained_cfgs=cfgs,
+            data_cfg=dict(data_cfg or {}),
+            test_size=tuple(test_size) if test_size is not None else None,
         )
         return fn
 
