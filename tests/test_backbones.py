@@ -38,15 +38,17 @@ def test_head_features_and_reset(name):
         feats = m.forward_features(x)
         pre = m.forward_head(feats, pre_logits=True)
         again = m.forward_head(feats)
+    # timm's rule: pre-logits width is head_hidden_size when a head has a hidden layer (MobileNetV3)
+    width = getattr(m, "head_hidden_size", None) or m.num_features
     assert logits.shape == (2, m.num_classes)
-    assert pre.shape == (2, m.num_features)
+    assert pre.shape == (2, width)
     torch.testing.assert_close(again, logits, rtol=1e-5, atol=1e-5)
     m.reset_classifier(7)
     with torch.no_grad():
         assert m(x).shape == (2, 7)
     m.reset_classifier(0)
     with torch.no_grad():
-        assert m(x).shape == (2, m.num_features)
+        assert m(x).shape == (2, width)
 
 
 @pytest.mark.parametrize("name", BACKBONES)

@@ -1,0 +1,118 @@
+"""Backbones timm already implements, registered as they are (DESIGN.md: where timm has a whole
+model, use it).
+
+- ReXNet (Han et al., "Rethinking Channel Dimensions for Efficient Model Design", CVPR 2021;
+  authors' code clovaai/rexnet, MIT): ``rexnet_100`` / ``rexnet_150``.
+- MobileNetV2 / MobileNetV3-Large, the networks MobileTL fine-tunes and the baselines of the
+  efficient-backbone papers: ``mobilenetv2_100``, ``mobilenetv3_large_100``.
+
+The weights are timm's, on the Hugging Face hub (``timm/<name>.<tag>``), in timm's own state-dict
+layout; the preprocessing on each card is timm's pretrained cfg for those weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zoo.pretrained import PretrainedCfg
+from zoo.registry import register_model
+from zoo.weights.filters import filter_identity
+
+from .backbone import timm_backbone
+
+_IMAGENET_BICUBIC = {
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "crop_pct": 0.875,
+    "interpolation": "bicubic",
+    "crop_mode": "center",
+    "num_classes": 1000,
+}
+
+
+def _timm_cfg(timm_tag: str, license: str, top1: float, description: str) -> PretrainedCfg:
+    return PretrainedCfg(
+        tag=timm_tag.split(".", 1)[1],
+        hf_hub_id=f"timm/{timm_tag}",
+        hf_filename="model.safetensors",
+        filename=f"{timm_tag}.safetensors",
+        license=license,
+        filter_fn=filter_identity,
+        metrics={"imagenet_top1": top1},
+        description=description,
+    )
+
+
+_REXNET = dict(
+    task="classification",
+    family="rexnet",
+    paper="Rethinking Channel Dimensions for Efficient Model Design",
+    arxiv="2007.00992",
+    license="MIT",
+    source="https://github.com/clovaai/rexnet",
+    input_size=(3, 224, 224),
+    input_range=None,
+    data_cfg=_IMAGENET_BICUBIC,
+    test_size=(3, 64, 64),
+)
+
+
+@register_model(
+    **_REXNET,
+    params=4_796_873,
+    gmacs=0.39837,
+    pretrained_cfgs=[_timm_cfg("rexnet_100.nav_in1k", "MIT", 77.86, "timm's ImageNet-1k weights (authors' recipe)")],
+    description="ReXNet x1.0 (timm's implementation)",
+)
+def rexnet_100(**kwargs: Any):
+    return timm_backbone("rexnet_100", **kwargs)
+
+
+@register_model(
+    **_REXNET,
+    params=9_728_593,
+    gmacs=0.875828,
+    pretrained_cfgs=[_timm_cfg("rexnet_150.nav_in1k", "MIT", 80.31, "timm's ImageNet-1k weights (authors' recipe)")],
+    description="ReXNet x1.5 (timm's implementation)",
+)
+def rexnet_150(**kwargs: Any):
+    return timm_backbone("rexnet_150", **kwargs)
+
+
+_MOBILENET = dict(
+    task="classification",
+    input_size=(3, 224, 224),
+    input_range=None,
+    data_cfg=_IMAGENET_BICUBIC,
+    test_size=(3, 64, 64),
+    license="Apache-2.0",
+    source="https://github.com/huggingface/pytorch-image-models",
+)
+
+
+@register_model(
+    **_MOBILENET,
+    family="mobilenetv2",
+    paper="MobileNetV2: Inverted Residuals and Linear Bottlenecks",
+    arxiv="1801.04381",
+    params=3_504_872,
+    gmacs=0.300774,
+    pretrained_cfgs=[_timm_cfg("mobilenetv2_100.ra_in1k", "Apache-2.0", 72.97, "timm's RandAugment ImageNet-1k weights")],
+    description="MobileNetV2 1.0 (timm's implementation)",
+)
+def mobilenetv2_100(**kwargs: Any):
+    return timm_backbone("mobilenetv2_100", **kwargs)
+
+
+@register_model(
+    **_MOBILENET,
+    family="mobilenetv3",
+    paper="Searching for MobileNetV3",
+    arxiv="1905.02244",
+    params=5_483_032,
+    gmacs=0.21659,
+    pretrained_cfgs=[_timm_cfg("mobilenetv3_large_100.ra_in1k", "Apache-2.0", 75.77, "timm's RandAugment ImageNet-1k weights")],
+    description="MobileNetV3-Large 1.0 (timm's implementation)",
+)
+def mobilenetv3_large_100(**kwargs: Any):
+    return timm_backbone("mobilenetv3_large_100", **kwargs)
