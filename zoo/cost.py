@@ -184,7 +184,7 @@ def bench_model(
                 extra["reference_max_abs_diff"] = float((ref(x.clone()) - model(x)).abs().max())
             # some implementations scale their input in place (spandrel's RCAN): give each call a copy
             ref_ms = measure_latency(_CopyInput(ref), x, warmup=warmup, repeats=repeats)["median_ms"]
-            extra["reference"] = f"{compare}:{getattr(ref, 'spandrel_arch', type(ref).__name__)}"
+            extra["reference"] = f"{compare}:{getattr(ref, 'reference_arch', type(ref).__name__)}"
             extra["reference_latency_ms"] = round(ref_ms, 3)
             extra["speedup_vs_reference"] = round(ref_ms / lat["median_ms"], 3)
             if deploy:

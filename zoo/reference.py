@@ -1,5 +1,10 @@
 """Other people's implementations of the same architecture, for speed ratios in ``zoo bench``.
 
+``reference_model(model, "timm")`` rebuilds a backbone with timm's implementation of the same
+network (the table :data:`TIMM_EQUIVALENTS`, or :func:`register_timm_equivalent`), loading our
+state dict strictly: a name or shape that differs is :class:`ReferenceUnavailable`, never a
+silently different network.
+
 ``reference_model(model, "spandrel")`` rebuilds ``model`` (same weights, same input convention)
 with spandrel, which implements several SR architectures (SPAN, RCAN, SAFMN ...). Our state
 dicts keep the authors' names, so spandrel's own state-dict detection recognises them; a family
@@ -12,7 +17,20 @@ from typing import Callable
 
 import torch
 
-__all__ = ["reference_model", "register_to_upstream", "ReferenceUnavailable"]
+__all__ = ["reference_model", "register_to_upstream", "register_timm_equivalent", "TIMM_EQUIVALENTS", "ReferenceUnavailable"]
+
+REFERENCES = ("spandrel", "timm")
+
+# zoo name -> timm name of the same architecture with the same state-dict layout
+TIMM_EQUIVALENTS: dict[str, str] = {
+    **{f"resnet{d}": f"resnet{d}" for d in (18, 34, 50, 101, 152)},
+    "se_resnet50": "seresnet50",
+    **{n: n for n in ("rexnet_100", "rexnet_150", "mobilenetv2_100", "mobilenetv3_large_100")},
+}
+
+
+def register_timm_equivalent(zoo_name: str, timm_name: str) -> None:
+    TIMM_EQUIVALENTS[zoo_name] = timm_name
 
 _TO_UPSTREAM: dict[str, Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]] = {}
 
@@ -33,8 +51,10 @@ def register_to_upstream(family: str):
 
 def reference_model(model: torch.nn.Module, impl: str = "spandrel") -> torch.nn.Module:
     """The ``impl`` implementation of ``model`` with the same weights, taking the same input."""
+    if impl == "timm":
+        return _timm_reference(model)
     if impl != "spandrel":
-        raise ReferenceUnavailable(f"unknown reference implementation {impl!r} (known: spandrel)")
+        raise ReferenceUnavailable(f"unknown reference implementation {impl!r} (known: {', '.join(REFERENCES)})")
     try:
         import spandrel
     except ImportError:
@@ -52,5 +72,23 @@ def reference_model(model: torch.nn.Module, impl: str = "spandrel") -> torch.nn.
     if getattr(desc, "scale", None) != getattr(model, "scale", None):
         raise ReferenceUnavailable(f"spandrel read {model.zoo_name} as {desc.architecture.name} x{desc.scale}")
     net = desc.model.eval()
-    net.spandrel_arch = desc.architecture.name  # type: ignore[attr-defined]
+    net.reference_arch = desc.architecture.name  # type: ignore[attr-defined]
     return net
+
+
+def _timm_reference(model: torch.nn.Module) -> torch.nn.Module:
+    import timm
+
+    name = getattr(model, "zoo_name", None)
+    timm_name = TIMM_EQUIVALENTS.get(name or "")
+    if timm_name is None:
+        raise ReferenceUnavailable(f"timm has no implementation of {name} with the same layout")
+    if getattr(model, "zoo_args", {}).get("attn"):  # resnet50(attn="fca") is not timm's resnet50
+        raise ReferenceUnavailable(f"timm's {timm_name} has no {model.zoo_args['attn']!r} attention")
+    net = timm.create_model(timm_name, pretrained=False, num_classes=getattr(model, "num_classes", 1000))
+    try:
+        net.load_state_dict(model.state_dict(), strict=True)
+    except RuntimeError as e:
+        raise ReferenceUnavailable(f"timm's {timm_name} does not take {name}'s state dict: {str(e).splitlines()[0]}") from None
+    net.reference_arch = timm_name  # type: ignore[attr-defined]
+    return net.eval()
