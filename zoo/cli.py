@@ -192,6 +192,77 @@ def cmd_sr(a: argparse.Namespace) -> int:
     return 0
 
 
+def _read_image_tensor(path: str):
+    import numpy as np
+    import torch
+
+    from zoo.tasks.sr.data import load_rgb
+
+    img = load_rgb(path)
+    return torch.from_numpy(np.array(img)).permute(2, 0, 1)[None].float().div(255)
+
+
+def _write_image_tensor(x, path: str) -> None:
+    from PIL import Image
+
+    from zoo.hub import atomic_write
+
+    arr = x[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+    with atomic_write(path) as tmp:
+        Image.fromarray(arr).save(tmp, format=Image.registered_extensions().get(Path(path).suffix.lower(), "PNG"))
+
+
+def cmd_compress(a: argparse.Namespace) -> int:
+    """Image -> ``.zic`` with a learned image codec."""
+    import torch
+
+    import zoo
+    from zoo.hub import atomic_write
+
+    if zoo.registry.get_entry(a.model).task != "image_codec":
+        raise CLIError(f"{a.model} is not an image codec (see `zoo list --task image_codec`)")
+    args = {"quality": a.quality} if a.quality is not None else {}
+    model = _codec_model(a.model, a.checkpoint, a.pretrained, args)
+    x = _read_image_tensor(a.input)
+    with torch.inference_mode():
+        data = model.compress_bytes(x)
+    with atomic_write(a.output) as tmp:
+        tmp.write_bytes(data)
+    h, w = x.shape[-2:]
+    res = {"input": a.input, "output": a.output, "model": a.model, "quality": model.quality, "bytes": len(data),
+           "bpp": round(8 * len(data) / (h * w), 5)}
+    print(json.dumps(res) if a.json else f"wrote {a.output}: {len(data):,} bytes, {res['bpp']} bpp ({a.model} q{model.quality})")
+    return 0
+
+
+def _codec_model(name: str, checkpoint: str | None, pretrained: bool, args: dict):
+    import zoo
+
+    if checkpoint is None and not pretrained:
+        return zoo.create(name, **args).eval()
+    if pretrained and "quality" in args and "." not in name:
+        name = f"{name}.mse_q{args['quality']}"
+    return zoo.create(name, pretrained=pretrained and checkpoint is None, checkpoint_path=checkpoint, **args).eval()
+
+
+def cmd_decompress(a: argparse.Namespace) -> int:
+    """``.zic`` -> image; the file names its model and quality."""
+    import torch
+
+    from zoo.container import IMAGE_MAGIC, unpack
+
+    data = Path(a.input).read_bytes()
+    header, _ = unpack(data, IMAGE_MAGIC, a.input)
+    model = _codec_model(header["model"], a.checkpoint, a.pretrained, {"quality": header["quality"]})
+    with torch.inference_mode():
+        x = model.decompress_bytes(data)
+    _write_image_tensor(x, a.output)
+    res = {"input": a.input, "output": a.output, "model": header["model"], "quality": header["quality"],
+           "size": [header["height"], header["width"]]}
+    print(json.dumps(res) if a.json else f"wrote {a.output} ({header['width']}x{header['height']}, {header['model']} q{header['quality']})")
+    return 0
+
+
 def build_parser() -> _Parser:
     p = _Parser(prog="zoo", description="Efficient vision, speech and codec networks.", allow_abbrev=False)
     p.add_argument("--version", action="store_true", help="print the version")
@@ -259,6 +330,24 @@ def build_parser() -> _Parser:
     s.add_argument("--optimize", action="store_true", help="deploy form first (zoo.optimize)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_sr)
+
+    s = sub.add_parser("compress", help="compress an image with a learned codec (.zic)")
+    s.add_argument("input")
+    s.add_argument("output")
+    s.add_argument("--model", required=True)
+    s.add_argument("--quality", type=int, help="rate point (the codec's quality index)")
+    s.add_argument("--checkpoint")
+    s.add_argument("--pretrained", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_compress)
+
+    s = sub.add_parser("decompress", help="decompress a .zic file made by `zoo compress`")
+    s.add_argument("input")
+    s.add_argument("output")
+    s.add_argument("--checkpoint", help="the weight file used to compress (when not the published ones)")
+    s.add_argument("--pretrained", action="store_true")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_decompress)
 
     for name, fn in (("export-hub", cmd_export_hub), ("push", cmd_push)):
         s = sub.add_parser(name, help="write a hub folder" if name == "export-hub" else "upload a hub folder")

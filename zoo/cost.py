@@ -30,20 +30,28 @@ def example_input(input_size: Sequence[int], batch: int = 1, device: str | torch
 @torch.no_grad()
 def count_gmacs(model: torch.nn.Module, input_size: Sequence[int], batch: int = 1, meta: bool = True) -> float:
     """GMACs of one forward at ``input_size``. With ``meta`` (default) the count runs on a copy of
-    the model on the meta device: shapes only, no arithmetic, so it is cheap at any size."""
+    the model on the meta device: shapes only, no arithmetic, so it is cheap at any size. A model
+    whose forward reads tensor values (an entropy model's ``.item()``) is counted on real data."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    was_training = model.training
     if meta:
         net = copy.deepcopy(model).to("meta").eval()
         x = torch.empty((batch, *input_size), device="meta")
-    else:
-        net = model.eval()
-        device = next(model.parameters()).device if any(True for _ in model.parameters()) else "cpu"
-        x = example_input(input_size, batch, device)
-    was_training = model.training
-    with FlopCounterMode(display=False) as counter:
-        net(x)
-    model.train(was_training)
+        try:
+            with FlopCounterMode(display=False) as counter:
+                net(x)
+            return counter.get_total_flops() / 2 / 1e9
+        except (RuntimeError, NotImplementedError):
+            pass  # data-dependent forward: count on real tensors below
+    net = model.eval()
+    device = next(model.parameters()).device if any(True for _ in model.parameters()) else "cpu"
+    x = example_input(input_size, batch, device)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            net(x)
+    finally:
+        model.train(was_training)
     return counter.get_total_flops() / 2 / 1e9
 
 

@@ -178,8 +178,12 @@ def apply_state_dict(model: torch.nn.Module, state_dict: Mapping[str, torch.Tens
     """Load ``state_dict`` into ``model`` strictly, with a clear error on any mismatch.
 
     Floating-point tensors are cast to the parameter's dtype (fp16 upstream files load into
-    fp32 models).
+    fp32 models). A model whose buffer sizes depend on the weights (a learned codec's entropy
+    coder tables) resizes them first in its ``prepare_state_dict(state_dict)``.
     """
+    prepare = getattr(model, "prepare_state_dict", None)
+    if callable(prepare):
+        prepare(state_dict)
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
