@@ -158,3 +158,9 @@ register_task(
     "zoo.tasks.classification.data:ClassificationDataModule",
     "zoo.tasks.classification.evaluate:evaluate_classification",
 )
+register_task(
+    "image_codec",
+    "zoo.tasks.image_codec.module:ImageCodecModule",
+    "zoo.tasks.image_codec.data:ImageCodecDataModule",
+    "zoo.tasks.image_codec.evaluate:evaluate_image_codec",
+)
