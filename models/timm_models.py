@@ -7,7 +7,10 @@ model, use it).
   efficient-backbone papers: ``mobilenetv2_100``, ``mobilenetv3_large_100``.
 
 The weights are timm's, on the Hugging Face hub (``timm/<name>.<tag>``), in timm's own state-dict
-layout; the preprocessing on each card is timm's pretrained cfg for those weights.
+layout; the preprocessing on each card is timm's pretrained cfg for those weights. ReXNet also
+lists the authors' own files (``.paper``: clovaai/rexnet's ``rexnetv1_*x.pth`` on Google Drive),
+converted to timm's names by ``zoo.weights.filters_rexnet.filter_rexnet``, with the authors' eval
+transform (resize 256, centre crop 224: bilinear, crop 0.875).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 from zoo.pretrained import PretrainedCfg
 from zoo.registry import register_model
 from zoo.weights.filters import filter_identity
+from zoo.weights.filters_rexnet import filter_rexnet
 
 from .backbone import timm_backbone
 
@@ -43,6 +47,35 @@ def _timm_cfg(timm_tag: str, license: str, top1: float, description: str) -> Pre
     )
 
 
+# The authors' eval transform (their benchmark script): Resize(256) + CenterCrop(224), torchvision's
+# default bilinear resize, ImageNet mean/std.
+_REXNET_AUTHORS_DATA_CFG = {
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "crop_pct": 0.875,
+    "interpolation": "bilinear",
+    "crop_mode": "center",
+}
+
+
+def _rexnet_authors_cfg(drive_id: str, filename: str, top1: float, top5: float) -> PretrainedCfg:
+    return PretrainedCfg(
+        tag="paper",
+        url=f"https://drive.google.com/uc?export=download&id={drive_id}",
+        filename=filename,
+        sha256=None,
+        verified=False,
+        license="MIT",
+        filter_fn=filter_rexnet,
+        metrics={"imagenet_top1": top1, "imagenet_top5": top5},
+        data_cfg=_REXNET_AUTHORS_DATA_CFG,
+        description=(
+            f"The authors' ImageNet-1k weights ({filename}, clovaai/rexnet README, Google Drive), converted "
+            "from their ReXNetV1 layout to timm's by filter_rexnet. Not hashed here."
+        ),
+    )
+
+
 _REXNET = dict(
     task="classification",
     family="rexnet",
@@ -61,7 +94,10 @@ _REXNET = dict(
     **_REXNET,
     params=4_796_873,
     gmacs=0.39837,
-    pretrained_cfgs=[_timm_cfg("rexnet_100.nav_in1k", "MIT", 77.86, "timm's ImageNet-1k weights (authors' recipe)")],
+    pretrained_cfgs=[
+        _timm_cfg("rexnet_100.nav_in1k", "MIT", 77.86, "timm's ImageNet-1k weights (authors' recipe)"),
+        _rexnet_authors_cfg("1xeIJ3wb83uOowU008ykYj6wDX2dsncA9", "rexnetv1_1.0x.pth", 77.9, 93.9),
+    ],
     description="ReXNet x1.0 (timm's implementation)",
 )
 def rexnet_100(**kwargs: Any):
@@ -72,7 +108,10 @@ def rexnet_100(**kwargs: Any):
     **_REXNET,
     params=9_728_593,
     gmacs=0.875828,
-    pretrained_cfgs=[_timm_cfg("rexnet_150.nav_in1k", "MIT", 80.31, "timm's ImageNet-1k weights (authors' recipe)")],
+    pretrained_cfgs=[
+        _timm_cfg("rexnet_150.nav_in1k", "MIT", 80.31, "timm's ImageNet-1k weights (authors' recipe)"),
+        _rexnet_authors_cfg("1TOBGsbDhTHWBgqcRnyKIR0tHsJTOPUIG", "rexnetv1_1.5x.pth", 80.3, 95.2),
+    ],
     description="ReXNet x1.5 (timm's implementation)",
 )
 def rexnet_150(**kwargs: Any):
