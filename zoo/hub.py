@@ -149,7 +149,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     return dict(obj)
 
 
-_WRAPPER_KEYS = ("state_dict", "params_ema", "params", "model_state_dict", "model", "net", "generator")
+_WRAPPER_KEYS = (
+    "state_dict", "params_ema", "params", "model_state_dict", "model", "net", "generator",
+    "net_E", "state_dict_ema", "model_ema",  # files that hold only an EMA copy
+)
 
 
 def unwrap_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
