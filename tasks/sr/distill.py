@@ -16,6 +16,11 @@ absolute difference between the student's and the teacher's affinities. Channels
 DSCF network returns: SiLU(conv1), SiLU(conv2) and conv3 of SPAB blocks 1-3 (nine maps), which
 ``SPAN.forward_with_features`` gives for student and teacher alike.
 
+The loss weights and optimiser defaults here (lambda 1 / 1 / 1 ...) are ours: the authors
+released no training code or options (Yaozzz666/DSCF-SR holds the model and the challenge test
+script only), and the paper's values could not be checked; ``configs/sr/dsclora_x4.yaml`` says
+which parts of its recipe are the authors'.
+
 The HW x HW affinity of a 64 x 64 patch has 16.7M entries per image: the loss is computed in
 blocks of rows (each block recomputed in the backward pass), so memory stays bounded by
 ``max_affinity_elements`` whatever the patch and batch size; the value is the same.
