@@ -122,6 +122,26 @@ def test_pickle_with_objects_is_refused(tmp_path):
         zoo.create("rlfn_x4", checkpoint_path=f)
 
 
+def test_config_objects_saved_beside_the_weights_are_read_inertly(tmp_path):
+    """Authors' training scripts pickle their argparse / numpy objects next to the weights
+    (LSNet, CrossFormer ...): the tensors load, the objects become inert data."""
+    import argparse
+
+    import numpy as np
+
+    m = zoo.create("rlfn_s_x4").eval()
+    f = tmp_path / "train.pth"
+    torch.save({"model": m.state_dict(), "args": argparse.Namespace(lr=0.1, arch="rlfn"),
+                "best": np.float64(32.1), "epoch": 3}, f)
+    m2 = zoo.create("rlfn_s_x4", checkpoint_path=f).eval()
+    assert all(torch.equal(m2.state_dict()[k], v) for k, v in m.state_dict().items())
+    # anything outside the configuration modules is still refused, even mixed with them
+    g = tmp_path / "mixed.pth"
+    torch.save({"model": m.state_dict(), "args": argparse.Namespace(lr=0.1), "x": _Evil()}, g)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        zoo.create("rlfn_s_x4", checkpoint_path=g)
+
+
 def test_training_checkpoint_wrappers_and_fp16(tmp_path):
     m = zoo.create("rlfn_s_x4").eval()
     sd = {f"module.{k}": v.half() for k, v in m.state_dict().items()}

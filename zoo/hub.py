@@ -112,6 +112,39 @@ def _sniff(path: Path) -> str:
     return "unknown"
 
 
+# Training scripts save their configuration beside the weights (argparse / yacs / OmegaConf /
+# EasyDict objects, numpy scalars for the best accuracy ...). Globals from these modules are
+# replaced by inert stand-ins (:class:`_Inert`: nothing of theirs is imported or run) so the
+# tensors can be read with ``weights_only=True``; any other global is still refused.
+_INERT_MODULES = ("argparse", "yacs", "omegaconf", "easydict", "addict", "numpy", "types", "pathlib", "mmengine", "mmcv")
+
+
+class _Inert(dict):
+    """Stand-in for a configuration object in a checkpoint: keeps its pickled state as data."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            raise  # the original error is the clearer one
+        if not names or not all(n.split(".", 1)[0] in _INERT_MODULES for n in names):
+            raise
+        stand_ins = [(type(n.rsplit(".", 1)[-1], (_Inert,), {"__module__": "zoo.hub.inert"}), n) for n in names]
+        with torch.serialization.safe_globals(stand_ins):
+            return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint file (safetensors, or a torch pickle with ``weights_only=True``).
 
@@ -133,7 +166,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Any]:
     if kind == "unknown":
         raise CheckpointError(f"{path} is not a checkpoint (neither safetensors nor a torch file)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = _torch_load(path)
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "Weights only load failed" in msg:
