@@ -39,7 +39,9 @@ class ImageCodecModule(ZooModule):
         if not hasattr(self.net, "rate_distortion"):
             raise TaskConfigError(f"{model} is not a learned codec (no rate_distortion); see `zoo list --task image_codec`")
         quality = getattr(self.net, "quality", None)
-        self.lmbda = float(lmbda if lmbda is not None else MSE_LAMBDAS.get(quality, 0.01))
+        if lmbda is None:  # the model's own training lambda (shallow NTC), else CompressAI's table
+            lmbda = getattr(self.net, "rd_lambda", None) or MSE_LAMBDAS.get(quality, 0.01)
+        self.lmbda = float(lmbda)
 
     def _aux_names(self) -> set[str]:
         return {n for n, _ in self.net.named_parameters() if n.endswith(".quantiles")}
