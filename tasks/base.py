@@ -164,3 +164,4 @@ register_task(
     "zoo.tasks.image_codec.data:ImageCodecDataModule",
     "zoo.tasks.image_codec.evaluate:evaluate_image_codec",
 )
+register_task("vae", "zoo.tasks.vae.module:VAEDistillModule", "zoo.tasks.vae.data:VAEDataModule", "zoo.tasks.vae.evaluate:evaluate_vae")

@@ -27,13 +27,18 @@ def tiny_input(name: str, batch: int = 2) -> torch.Tensor:
     return lo + (hi - lo) * torch.rand((batch, *size), generator=g)
 
 
+def build(name: str, **kwargs) -> torch.nn.Module:
+    """The model the behaviour tests run: the card's, or the small width its entry names."""
+    return zoo.create(name, **{**get_entry(name).test_args, **kwargs})
+
+
 def test_registry_is_not_empty():
     assert "rlfn_x4" in MODELS and "rlfn_s_x4" in MODELS
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_backward(name):
-    m = zoo.create(name).train()
+    m = build(name).train()
     x = tiny_input(name)
     y = m(x)
     assert torch.isfinite(y).all()
@@ -52,14 +57,14 @@ def test_forward_backward(name):
 
 @pytest.mark.parametrize("name", MODELS)
 def test_eval_deterministic_and_state_dict_round_trip(name, tmp_path):
-    m = zoo.create(name).eval()
+    m = build(name).eval()
     x = tiny_input(name, batch=1)
     with torch.no_grad():
         a, b = m(x), m(x)
     assert torch.equal(a, b)
     f = save_safetensors(m.state_dict(), tmp_path / "w.safetensors")
     torch.manual_seed(123)  # a differently initialised copy
-    m2 = zoo.create(name, checkpoint_path=f).eval()
+    m2 = build(name, checkpoint_path=f).eval()
     with torch.no_grad():
         assert torch.equal(m2(x), a)
     assert m2.pretrained_cfg["architecture"] == name
@@ -69,9 +74,15 @@ def test_eval_deterministic_and_state_dict_round_trip(name, tmp_path):
 def test_card_params_and_gmacs(name):
     entry = get_entry(name)
     assert entry.params is not None and entry.gmacs is not None, f"{name}: the card must state params and GMACs"
-    m = zoo.create(name)
+    try:  # no need to initialise the weights to count them (a 500M-parameter model builds in no time)
+        with torch.device("meta"):
+            m = zoo.create(name)
+        gmacs = count_gmacs(m, entry.input_size)
+    except Exception:  # a model whose construction or forward reads values: count on the CPU
+        m = zoo.create(name)
+        gmacs = count_gmacs(m, entry.input_size)
     assert count_params(m) == entry.params
-    assert count_gmacs(m, entry.input_size) == pytest.approx(entry.gmacs, rel=1e-4, abs=1e-4)
+    assert gmacs == pytest.approx(entry.gmacs, rel=1e-4, abs=1e-4)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -87,7 +98,7 @@ def test_card_fields(name):
 
 @pytest.mark.parametrize("name", [n for n in MODELS if len(get_entry(n).input_size) == 3])
 def test_bad_image_input(name):
-    m = zoo.create(name).eval()
+    m = build(name).eval()
     x = tiny_input(name, batch=1)
     c = x.shape[1]
     with pytest.raises(ValueError, match=f"expected {c} channels"):

@@ -48,6 +48,9 @@ class ModelEntry:
     data_cfg: dict[str, Any] = field(default_factory=dict)
     # Input size for the registry-wide tests (None: the image sides shrunk to 32).
     test_size: tuple[int, ...] | None = None
+    # Constructor arguments for the registry-wide behaviour tests of a very large model (a small
+    # width of the same architecture); the card's params / GMACs are still checked at full size.
+    test_args: dict[str, Any] = field(default_factory=dict)
 
     @property
     def default_tag(self) -> str | None:
@@ -101,6 +104,7 @@ def register_model(
     name: str | None = None,
     data_cfg: dict[str, Any] | None = None,
     test_size: tuple[int, ...] | None = None,
+    test_args: dict[str, Any] | None = None,
     **default_args: Any,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register a factory function under its own name (or ``name``).
@@ -138,6 +142,7 @@ def register_model(
             pretrained_cfgs=cfgs,
             data_cfg=dict(data_cfg or {}),
             test_size=tuple(test_size) if test_size is not None else None,
+            test_args=dict(test_args or {}),
         )
         return fn
 
