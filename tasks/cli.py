@@ -261,7 +261,9 @@ def load_eval_model(model: str, checkpoint: str | None = None, pretrained: bool 
     """Build ``model`` with weights from the registry, a weight file or a ``zoo train`` ``.ckpt``.
 
     A Lightning checkpoint rebuilds the network with the ``model_args`` it was trained with and
-    loads its ``state_dict`` with the ``net.`` prefix of :class:`~zoo.tasks.base.ZooModule` removed.
+    loads its ``state_dict`` with the ``net.`` prefix of :class:`~zoo.tasks.base.ZooModule` removed;
+    a ``zoo_data_cfg`` entry the task saved there (the preprocessing it trained with) goes into
+    ``net.pretrained_cfg``.
     """
     import zoo
     from zoo.hub import apply_state_dict
@@ -283,7 +285,9 @@ def load_eval_model(model: str, checkpoint: str | None = None, pretrained: bool 
     if not sd:
         raise UsageError(f"{checkpoint} holds no '{NET_PREFIX}*' weights (is it a zoo train checkpoint?)")
     apply_state_dict(net, sd, get_entry(model).name, source=str(checkpoint))
-    net.pretrained_cfg = {**getattr(net, "pretrained_cfg", {}), "source": f"file:{checkpoint}"}
+    # The preprocessing the task trained with (e.g. classification's input size, crop, class names).
+    trained_cfg = ckpt.get("zoo_data_cfg") if isinstance(ckpt.get("zoo_data_cfg"), dict) else {}
+    net.pretrained_cfg = {**getattr(net, "pretrained_cfg", {}), **trained_cfg, "source": f"file:{checkpoint}"}
     return net
 
 
