@@ -19,38 +19,16 @@ from typing import Any
 
 import torch
 
+from .filters import StateDict, unwrap_training_checkpoint
+
 __all__ = ["filter_emo2"]
 
-StateDict = dict[str, torch.Tensor]
 
 _WRAPPERS = ("net", "net_E", "state_dict", "model", "model_ema", "state_dict_ema")
 _PREFIXES = ("module.", "_orig_mod.", "model.")
 _MARKER = "stage0.0.conv.weight"  # the stem's first conv: every EMO / EMOv2 file has it
 
 
-def _unwrap(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    for _ in range(4):
-        if any(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
-        for key in _WRAPPERS:
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-        else:
-            return obj
-    return obj
-
-
 def filter_emo2(state_dict: Mapping[str, Any], model: torch.nn.Module) -> StateDict:
     """zhangzjn/EMOv2 ``EMOv2_*.pth`` (and EMO-style training checkpoints) -> our EMO2."""
-    sd = {k: v for k, v in _unwrap(state_dict).items() if isinstance(v, torch.Tensor) and k != "n_averaged"}
-    changed = True
-    while changed and sd:
-        changed = False
-        for prefix in _PREFIXES:
-            if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
-                changed = True
-    if _MARKER not in sd:
-        raise KeyError(f"not an EMOv2 state dict: no {_MARKER!r} (first keys: {list(sd)[:3]})")
-    return sd
+    return unwrap_training_checkpoint(state_dict, _WRAPPERS, _PREFIXES, _MARKER, "an EMOv2", drop=("n_averaged",))

@@ -27,40 +27,19 @@ from typing import Any
 
 import torch
 
+from .filters import StateDict, unwrap_training_checkpoint
+
 __all__ = ["filter_lsnet"]
 
-StateDict = dict[str, torch.Tensor]
 
 _WRAPPERS = ("model", "state_dict", "model_ema", "state_dict_ema")
 _PREFIXES = ("module.", "_orig_mod.", "model.")
 _MARKER = "patch_embed.0.c.weight"  # the stem's first conv: every LSNet file has it
 
 
-def _unwrap(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    for _ in range(4):
-        if any(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
-        for key in _WRAPPERS:
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-        else:
-            return obj
-    return obj
-
-
 def filter_lsnet(state_dict: Mapping[str, Any], model: torch.nn.Module) -> StateDict:
     """THU-MIG/lsnet ``lsnet_{t,s,b}[_distill].pth`` (or a training checkpoint) -> our LSNet."""
-    sd = {k: v for k, v in _unwrap(state_dict).items() if isinstance(v, torch.Tensor)}
-    changed = True
-    while changed and sd:
-        changed = False
-        for prefix in _PREFIXES:
-            if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
-                changed = True
-    if _MARKER not in sd:
-        raise KeyError(f"not an LSNet state dict: no {_MARKER!r} (first keys: {list(sd)[:3]})")
+    sd = unwrap_training_checkpoint(state_dict, _WRAPPERS, _PREFIXES, _MARKER, "an LSNet")
     own = model.state_dict()
     for key, value in own.items():
         if key.endswith("attention_bias_idxs") and key not in sd:
