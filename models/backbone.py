@@ -25,6 +25,7 @@ from zoo.validate import check_image
 
 __all__ = [
     "IMAGENET_DATA_CFG",
+    "IMAGENET_BICUBIC_DATA_CFG",
     "Backbone",
     "build_backbone",
     "add_input_check",
@@ -40,6 +41,8 @@ IMAGENET_DATA_CFG: dict[str, Any] = {
     "crop_mode": "center",
     "num_classes": 1000,
 }
+# The same with bicubic resizing (timm's default for most of its ImageNet weights).
+IMAGENET_BICUBIC_DATA_CFG: dict[str, Any] = {**IMAGENET_DATA_CFG, "interpolation": "bicubic"}
 
 
 class Backbone(nn.Module):

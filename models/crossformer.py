@@ -50,7 +50,7 @@ from zoo.pretrained import PretrainedCfg
 from zoo.registry import register_model
 from zoo.weights.filters_crossformer import filter_crossformer
 
-from .backbone import Backbone, build_backbone
+from .backbone import IMAGENET_BICUBIC_DATA_CFG, Backbone, build_backbone
 
 __all__ = ["CrossFormer", "CrossFormerBlock", "DynamicPosBias", "LSDAttention", "PatchEmbed", "PatchMerging"]
 
@@ -404,14 +404,7 @@ class CrossFormer(Backbone):
 
 # Eval transform of the authors' data/build.py (Swin's): resize the short side to 256/224 of the
 # crop, bicubic, centre crop 224, timm's ImageNet mean/std.
-_DATA_CFG = {
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "crop_pct": 0.875,
-    "interpolation": "bicubic",
-    "crop_mode": "center",
-    "num_classes": 1000,
-}
+_DATA_CFG = IMAGENET_BICUBIC_DATA_CFG
 
 # The README's download links: Google Drive files (also on Baidu: T key nkju, S key fgqj).
 _DRIVE_IDS = {"t": "1YSkU9enn-ITyrbxLH13zNcBYvWSEidfq", "s": "1RAkigsgr33va0RZ85S2Shs2BhXYcS6U8"}

@@ -42,7 +42,7 @@ from zoo.pretrained import PretrainedCfg
 from zoo.registry import register_model
 from zoo.weights.filters_emo import filter_emo2
 
-from .backbone import Backbone, build_backbone
+from .backbone import IMAGENET_BICUBIC_DATA_CFG, Backbone, build_backbone
 
 __all__ = ["EMO2", "IIRMB", "ConvNormAct", "HybridWindowAttention", "LayerNorm2dWrap", "LayerScale2d"]
 
@@ -467,14 +467,7 @@ _WEIGHTS = "https://github.com/zhangzjn/data/raw/main/emov2_pretrained_weights"
 
 # configs/emo2/emo2_224.py test transforms: Resize(int(224 / 0.875), bicubic), CenterCrop(224),
 # ImageNet mean / std (timm's IMAGENET_DEFAULT_*)
-_DATA_CFG = {
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "crop_pct": 0.875,
-    "interpolation": "bicubic",
-    "crop_mode": "center",
-    "num_classes": 1000,
-}
+_DATA_CFG = IMAGENET_BICUBIC_DATA_CFG
 
 
 def _cfg(file: str, tag: str, top1: float, description: str, **extra: Any) -> PretrainedCfg:

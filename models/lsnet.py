@@ -52,7 +52,7 @@ from zoo.pretrained import PretrainedCfg
 from zoo.registry import register_model
 from zoo.weights.filters_lsnet import filter_lsnet
 
-from .backbone import Backbone, build_backbone
+from .backbone import IMAGENET_BICUBIC_DATA_CFG, Backbone, build_backbone
 from .layers.reparam import fuse_conv_bn, fuse_kernel_bn
 from .ops.ska import ska
 
@@ -461,14 +461,7 @@ _HF_REPO = "jameslahm/lsnet"  # the README's checkpoint links point at this Hugg
 
 # The authors' eval transform (DeiT / EfficientViT build_transform, which their main.py uses):
 # Resize(int(256 / 224 * 224), bicubic) + CenterCrop(224), timm's IMAGENET_DEFAULT_MEAN / STD.
-_DATA_CFG = {
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "crop_pct": 0.875,
-    "interpolation": "bicubic",
-    "crop_mode": "center",
-    "num_classes": 1000,
-}
+_DATA_CFG = IMAGENET_BICUBIC_DATA_CFG
 
 
 def _cfg(variant: str, top1: float, distill: bool) -> PretrainedCfg:

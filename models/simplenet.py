@@ -34,7 +34,7 @@ from zoo.registry import register_model
 from zoo.validate import check_image
 from zoo.weights.filters_simplenet import filter_simplenet
 
-from .backbone import Backbone, build_backbone
+from .backbone import IMAGENET_BICUBIC_DATA_CFG, Backbone, build_backbone
 
 __all__ = ["SimpleNet", "SIMPLENET_LAYERS", "SIMPLENET_STRIDES"]
 
@@ -224,14 +224,7 @@ def _cfg(file: str, top1: float, top5: float) -> PretrainedCfg:
 
 
 # The authors' eval settings (their default cfg): 224 crop at 0.875, bicubic, ImageNet mean/std.
-_DATA_CFG = {
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "crop_pct": 0.875,
-    "interpolation": "bicubic",
-    "crop_mode": "center",
-    "num_classes": 1000,
-}
+_DATA_CFG = IMAGENET_BICUBIC_DATA_CFG
 
 _COMMON = dict(
     task="classification",

@@ -22,16 +22,9 @@ from zoo.registry import register_model
 from zoo.weights.filters import filter_identity
 from zoo.weights.filters_rexnet import filter_rexnet
 
-from .backbone import timm_backbone
+from .backbone import IMAGENET_BICUBIC_DATA_CFG, IMAGENET_DATA_CFG, timm_backbone
 
-_IMAGENET_BICUBIC = {
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "crop_pct": 0.875,
-    "interpolation": "bicubic",
-    "crop_mode": "center",
-    "num_classes": 1000,
-}
+_IMAGENET_BICUBIC = IMAGENET_BICUBIC_DATA_CFG
 
 
 def _timm_cfg(timm_tag: str, license: str, top1: float, description: str) -> PretrainedCfg:
@@ -49,13 +42,7 @@ def _timm_cfg(timm_tag: str, license: str, top1: float, description: str) -> Pre
 
 # The authors' eval transform (their benchmark script): Resize(256) + CenterCrop(224), torchvision's
 # default bilinear resize, ImageNet mean/std.
-_REXNET_AUTHORS_DATA_CFG = {
-    "mean": (0.485, 0.456, 0.406),
-    "std": (0.229, 0.224, 0.225),
-    "crop_pct": 0.875,
-    "interpolation": "bilinear",
-    "crop_mode": "center",
-}
+_REXNET_AUTHORS_DATA_CFG = {k: v for k, v in IMAGENET_DATA_CFG.items() if k != "num_classes"}
 
 
 def _rexnet_authors_cfg(drive_id: str, filename: str, top1: float, top5: float) -> PretrainedCfg:
