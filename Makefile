@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade "pip>=24" "setuptools>=69" wheel
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test,codec]"
+	# descript-audio-codec (DAC's authors' code, for parity tests) pins protobuf<3.20 through
+	# descript-audiotools, which onnx cannot live with: install it alone; the tests stub audiotools.
+	$(BIN)/python -m pip install -q --no-deps descript-audio-codec==1.0.0
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -165,3 +165,15 @@ register_task(
     "zoo.tasks.image_codec.evaluate:evaluate_image_codec",
 )
 register_task("vae", "zoo.tasks.vae.module:VAEDistillModule", "zoo.tasks.vae.data:VAEDataModule", "zoo.tasks.vae.evaluate:evaluate_vae")
+register_task(
+    "segmentation",
+    "zoo.tasks.segmentation.module:SamDistillModule",
+    "zoo.tasks.segmentation.data:SegmentationDataModule",
+    "zoo.tasks.segmentation.evaluate:evaluate_segmentation",
+)
+register_task(
+    "audio_codec",
+    "zoo.tasks.audio_codec.module:AudioCodecModule",
+    "zoo.tasks.audio_codec.data:AudioDataModule",
+    "zoo.tasks.audio_codec.evaluate:evaluate_audio_codec",
+)

@@ -46,6 +46,11 @@ def test_forward_backward(name):
         out = m.rate_distortion(x)
         assert out["x_hat"].shape == y.shape and torch.isfinite(out["loss"])
         (out["loss"] + out["aux_loss"]).backward()
+    elif hasattr(m, "example_loss"):  # models whose forward uses only part of the network (SAM's forward is
+        # the image encoder; a codec's codebooks learn through their own losses): a loss that reaches all of it
+        loss = m.example_loss(x)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        loss.backward()
     else:
         y.float().pow(2).mean().backward()
     trainable = [(n, p) for n, p in m.named_parameters() if p.requires_grad]

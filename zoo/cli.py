@@ -294,8 +294,9 @@ def build_parser() -> _Parser:
     s.add_argument("--optimize", action="store_true", help="re-parameterise to the deploy form first")
     s.add_argument("--channels-last", action="store_true")
     s.add_argument("--deploy", action="store_true", help="also time the deploy form (zoo.optimize) and report the speed-up")
-    s.add_argument("--compare", choices=["spandrel", "timm"],
-                   help="also time another library's implementation, same weights (spandrel: SR; timm: backbones)")
+    s.add_argument("--compare", choices=["spandrel", "timm", "authors"],
+                   help="also time another implementation, same weights (spandrel: SR; timm: backbones; "
+                        "authors: the authors' own package where installed)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_bench)
 

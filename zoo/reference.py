@@ -5,6 +5,9 @@ network (the table :data:`TIMM_EQUIVALENTS`, or :func:`register_timm_equivalent`
 state dict strictly: a name or shape that differs is :class:`ReferenceUnavailable`, never a
 silently different network.
 
+``reference_model(model, "authors")`` calls ``model.authors_reference()``, which a family whose
+authors publish a package implements (their module, our weights, the same call convention).
+
 ``reference_model(model, "spandrel")`` rebuilds ``model`` (same weights, same input convention)
 with spandrel, which implements several SR architectures (SPAN, RCAN, SAFMN ...). Our state
 dicts keep the authors' names, so spandrel's own state-dict detection recognises them; a family
@@ -19,7 +22,7 @@ import torch
 
 __all__ = ["reference_model", "register_to_upstream", "register_timm_equivalent", "TIMM_EQUIVALENTS", "ReferenceUnavailable"]
 
-REFERENCES = ("spandrel", "timm")
+REFERENCES = ("spandrel", "timm", "authors")
 
 # zoo name -> timm name of the same architecture with the same state-dict layout
 TIMM_EQUIVALENTS: dict[str, str] = {
@@ -53,6 +56,15 @@ def reference_model(model: torch.nn.Module, impl: str = "spandrel") -> torch.nn.
     """The ``impl`` implementation of ``model`` with the same weights, taking the same input."""
     if impl == "timm":
         return _timm_reference(model)
+    if impl == "authors":
+        # a family whose authors publish a package implements ``authors_reference()``: their module
+        # with this model's weights, called the same way as ``model`` (same input, same output)
+        build = getattr(model, "authors_reference", None)
+        if build is None:
+            raise ReferenceUnavailable(f"{model.zoo_name}: no authors' implementation is wired for comparison")
+        net = build()
+        net.reference_arch = getattr(net, "reference_arch", type(net).__module__ + "." + type(net).__name__)
+        return net
     if impl != "spandrel":
         raise ReferenceUnavailable(f"unknown reference implementation {impl!r} (known: {', '.join(REFERENCES)})")
     try:
