@@ -341,6 +341,52 @@ def test_eval_decoder_with_teacher_and_clips(tmp_path, teacher_dir):
     assert res["per_image"][0]["psnr_teacher"] == pytest.approx(direct_t, abs=1e-9)
 
 
+def _write_lossless_video(path, frames: list[np.ndarray], rate: int = 8) -> None:
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=rate)
+        s.width, s.height, s.pix_fmt = frames[0].shape[1], frames[0].shape[0], "bgr0"
+        for f in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def test_video_files_read_like_frame_folders(tmp_path, teacher_dir):
+    """A video file and a folder of its frames are the same clip: same frames, same eval numbers."""
+    from zoo.tasks.vae.data import VAEClipDataset, list_sequences, read_frames
+    from zoo.tasks.vae.evaluate import evaluate_vae
+
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(7)]
+    (tmp_path / "folder" / "clip").mkdir(parents=True)
+    for k, f in enumerate(frames):
+        Image.fromarray(f).save(tmp_path / "folder" / "clip" / f"{k:03d}.png")
+    (tmp_path / "video").mkdir()
+    _write_lossless_video(tmp_path / "video" / "clip.mkv", frames)
+    vid, fold = tmp_path / "video" / "clip.mkv", tmp_path / "folder" / "clip"
+    assert list_sequences(tmp_path / "video") == [(vid, 0)]
+    assert torch.equal(read_frames(vid), read_frames(fold))
+    assert torch.equal(read_frames(vid, 2, 3, frame_stride=2), read_frames(fold, 2, 3, frame_stride=2))
+    assert read_frames(vid, 1, 2).shape == (3, 2, 24, 32)
+    with pytest.raises(ValueError, match="no frames"):
+        read_frames(vid, 7, 2)
+    (tmp_path / "bad.mp4").write_bytes(b"not a video")
+    with pytest.raises(ValueError, match="cannot read video file"):
+        read_frames(tmp_path / "bad.mp4")
+    train = VAEClipDataset(tmp_path / "video", frames=4, patch_size=16)
+    assert train[0].shape == (3, 4, 16, 16)
+    torch.manual_seed(0)
+    teacher = build_teacher("AutoencoderKL", str(teacher_dir))
+    model = zoo.create("taesd", width=8).eval()
+    a = evaluate_vae(model, tmp_path / "video", teacher=teacher, frames=4)
+    b = evaluate_vae(model, tmp_path / "folder", teacher=teacher, frames=4)
+    assert a["images"] == b["images"] == 1
+    assert a["psnr"] == pytest.approx(b["psnr"], abs=1e-9) and a["ssim"] == pytest.approx(b["ssim"], abs=1e-9)
+
+
 def test_eval_errors(photos, tmp_path, monkeypatch, capsys):
     from zoo.cli import main as zoo_main
     from zoo.tasks.vae.data import VAEDataModule

@@ -7,7 +7,7 @@ multiple of ``multiple_of`` (the teacher's down-sampling factor).
 
 Clips (``frames=T``): sequences are folders that hold the frames of one video as images (sorted
 by name; ``frame_stride`` keeps every k-th frame) and video files (``.mp4``, ``.mkv``, ``.webm``,
-``.avi``, ``.mov``; read with ``torchvision.io.read_video``, which needs PyAV). Training takes
+``.avi``, ``.mov``; decoded with PyAV, frame by frame up to the clip's last frame). Training takes
 ``T`` consecutive frames from a random start with one random crop and flip for the whole clip;
 validation the first ``T`` frames, centre-cropped. Items are ``(3, H, W)`` images or
 ``(3, T, H, W)`` clips in [0, 1].
@@ -139,20 +139,27 @@ def read_frames(path: str | os.PathLike, start: int = 0, count: int | None = Non
             raise ValueError(f"no frames in {path} from frame {start}")
         return torch.stack([image_tensor(f) for f in files], dim=1)
     try:
-        import av  # noqa: F401  (torchvision.io.read_video's decoder)
+        import av
     except ImportError:
         raise ValueError(f"reading video file {path} needs PyAV (pip install av), or extract its frames into a folder") from None
-    import warnings
-
-    from torchvision.io import read_video
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torchvision's deprecation notice for its video API
-        video, _, _ = read_video(str(path), pts_unit="sec", output_format="TCHW")
-    video = video[::stride][start : None if count is None else start + count]
-    if video.shape[0] == 0:
+    # decode only up to the last frame asked for: memory is bounded by the clip, not the video
+    stop = None if count is None else (start + count) * stride
+    frames = []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream")
+            for i, frame in enumerate(container.decode(video=0)):
+                if stop is not None and i >= stop:
+                    break
+                if i % stride == 0 and i // stride >= start:
+                    frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
+    except av.error.FFmpegError as e:
+        raise ValueError(f"cannot read video file {path}: {e}") from None
+    if not frames:
         raise ValueError(f"no frames in {path} from frame {start}")
-    return video.permute(1, 0, 2, 3).float().div(255)
+    clip = torch.stack(frames, dim=1).permute(3, 1, 0, 2)  # (H,T,W,3) -> (3,T,H,W)
+    return TF.to_dtype(clip, torch.float32, scale=True)  # as image_tensor: the same floats as a frame folder
 
 
 class VAEClipDataset(Dataset):
