@@ -431,3 +431,93 @@ def test_lpips_matches_torchmetrics():
         mine, theirs = ours(a, b), ref(a, b, normalize=True).flatten()
     torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
     assert float(ours(a, a).abs().max()) == 0.0
+
+
+# ----------------------------------------------------------------- RAE: the model's own encoder
+
+
+def _rae_small_args() -> dict:
+    from zoo.registry import get_entry
+
+    return {**get_entry("rae_dinov2_b").test_args, "noise_tau": 0.8}
+
+
+def test_rae_decoder_trains_on_its_own_frozen_encoder(photos):
+    from zoo.tasks.vae.data import VAEImageDataset
+    from zoo.tasks.vae.module import OwnEncoder, VAEDistillModule
+
+    torch.manual_seed(0)
+    module = VAEDistillModule("rae_dinov2_b", model_args=_rae_small_args(), teacher_class="self", teacher_weight=0.0,
+                              image_weight=1.0, lr=3e-3)
+    assert isinstance(module.teacher_vae, OwnEncoder)
+    assert not any(p.requires_grad for p in module.net.encoder.parameters())
+    encoder_before = {k: v.clone() for k, v in module.net.encoder.state_dict().items()}
+    (opt,) = module.configure_optimizers()
+    ds = VAEImageDataset(photos, patch_size=16, repeat=4)
+    batch = torch.stack([ds[i] for i in range(6)])
+    module.train()
+    z_a, z_b = module.teacher_vae.encode_latents(batch), module.teacher_vae.encode_latents(batch)
+    assert not torch.equal(z_a, z_b)  # the authors' latent noise, in training only
+    module.eval()
+    assert torch.equal(module.teacher_vae.encode_latents(batch), module.teacher_vae.encode_latents(batch))
+    module.train()
+    losses = []
+    for _ in range(25):
+        loss, terms, t = module.losses(batch)
+        assert set(terms) == {"l1_image"} and torch.equal(t["teacher"], batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5]), losses
+    assert all(torch.equal(v, module.net.encoder.state_dict()[k]) for k, v in encoder_before.items())
+
+
+def test_rae_self_teacher_refuses_teacher_terms():
+    from zoo.tasks.vae.module import VAEDistillModule
+
+    with pytest.raises(TaskConfigError, match="no teacher decode"):
+        VAEDistillModule("rae_dinov2_b", model_args=_rae_small_args(), teacher_class="self")  # teacher_weight 1
+    with pytest.raises(TaskConfigError, match="no teacher decode"):
+        VAEDistillModule("rae_dinov2_b", model_args=_rae_small_args(), teacher_class="self", teacher_weight=0,
+                         perceptual_weight=1.0, perceptual_target="teacher")
+
+
+def test_warmup_cosine_schedule():
+    from zoo.tasks.vae.module import VAEDistillModule
+
+    module = VAEDistillModule("rae_dinov2_b", model_args=_rae_small_args(), teacher_class="self", teacher_weight=0,
+                              image_weight=1.0, lr=2e-4, scheduler="cosine", warmup_steps=4, min_lr_ratio=0.1)
+
+    class _Trainer:
+        estimated_stepping_batches = 14
+
+    module._trainer = _Trainer()  # what configure_optimizers reads
+    (opt,), (sched,) = module.configure_optimizers()
+    lrs = []
+    for _ in range(14):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [2e-4 * (s + 1) / 4 for s in range(4)]
+    expected += [2e-5 + 0.5 * (2e-4 - 2e-5) * (1 + np.cos(np.pi * (s - 4) / 10)) for s in range(4, 14)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-9)
+
+
+def test_rae_config_trains_through_the_cli(photos, tmp_path):
+    from zoo.tasks.cli import train_main
+
+    args = json.dumps(_rae_small_args())
+    rc = train_main("vae", [
+        "-c", "vae/rae_decoder.yaml", f"--model.model_args={args}", "--model.feature_weights=random",
+        "--model.disc_start=1", "--model.disc_channels=8", "--model.disc_layers=1", "--model.warmup_steps=1",
+        f"--data.train_dir={photos}", f"--data.val_dir={photos}", "--data.patch_size=16", "--data.val_size=16",
+        "--data.batch_size=2", "--data.num_workers=0", "--trainer.max_steps=3", "--trainer.val_check_interval=3",
+        "--trainer.precision=32-true", "--trainer.accelerator=cpu", "--trainer.devices=1",
+        f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks=null",
+    ])
+    assert rc == 0
+    ckpt = torch.load(sorted(tmp_path.rglob("*.ckpt"))[-1], map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 3 and any(k.startswith("disc.") for k in ckpt["state_dict"])
+    assert ckpt["zoo_data_cfg"]["vae_teacher"]["name"] == "own encoder"

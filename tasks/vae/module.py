@@ -41,7 +41,7 @@ from .data import crop_to_multiple
 from .evaluate import LPIPS, is_video_model, per_frame, spatial_stride, temporal_stride
 from .teachers import VAETeacher, build_teacher
 
-__all__ = ["VAEDistillModule", "PatchDiscriminator", "hinge_d_loss"]
+__all__ = ["VAEDistillModule", "PatchDiscriminator", "OwnEncoder", "hinge_d_loss"]
 
 
 def _groups(channels: int) -> int:
@@ -71,6 +71,35 @@ class PatchDiscriminator(nn.Module):
         return self.main(x)
 
 
+class OwnEncoder:
+    """``teacher_class: self``: the latents come from the student's own frozen encoder and there
+    is no teacher decoder: the decoder learns to reconstruct the image (RAE's stage 1: a ViT
+    decoder on a frozen representation encoder). The encoder runs in the student's mode, so a
+    model that augments its latents in training (RAE's ``noise_tau``) does so here too."""
+
+    name = "own encoder"
+    video = False
+    latent_channels = None
+    spatial_ratio = None
+    temporal_ratio = None
+
+    def __init__(self, encode):
+        self._encode = encode
+
+    def parameters(self):
+        return iter(())
+
+    def describe(self) -> dict:
+        return {"name": self.name, "latent_channels": None, "spatial_ratio": None, "temporal_ratio": None, "video": False}
+
+    def encode_latents(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self._encode(x)
+
+    def decode_latents(self, z: torch.Tensor) -> None:
+        return None
+
+
 def hinge_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return 0.5 * (F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean())
 
@@ -92,7 +121,8 @@ class VAEDistillModule(ZooModule):
         teacher: the teacher's weights: a diffusers folder, a checkpoint file or a hub repo id
             (``stabilityai/sd-vae-ft-mse``); ``null`` with ``teacher_config`` for a random teacher.
         teacher_class: diffusers class of the teacher (``AutoencoderKL``, ``AutoencoderKLFlux2``,
-            ``AutoencoderKLLTXVideo`` ...) or ``zoo:NAME``.
+            ``AutoencoderKLLTXVideo`` ...), ``zoo:NAME``, or ``self``: the student's own frozen
+            encoder gives the latents and the decoder learns the image (RAE, :class:`OwnEncoder`).
         teacher_subfolder: the VAE's folder inside a pipeline repo (``vae``).
         teacher_config: constructor arguments of a randomly initialised teacher (tests).
         teacher_dtype: float32, bfloat16 or float16 for the teacher.
@@ -113,7 +143,8 @@ class VAEDistillModule(ZooModule):
         disc_lr: the discriminator's learning rate (default: ``lr``).
         lr / betas / weight_decay / amsgrad: AdamW.
         clip_grad_norm: clip the student's gradient norm (None: off).
-        scheduler: ``constant`` or ``cosine`` (to 0 over the run's steps).
+        scheduler: ``constant`` or ``cosine`` (to ``min_lr_ratio * lr`` over the run's steps),
+            both after ``warmup_steps`` of linear warm-up from 0.
     """
 
     def __init__(
@@ -153,6 +184,8 @@ class VAEDistillModule(ZooModule):
         amsgrad: bool = False,
         clip_grad_norm: float | None = None,
         scheduler: Literal["constant", "cosine"] = "constant",
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
     ):
         super().__init__(model, model_args, pretrained, checkpoint_path)
         self.automatic_optimization = False
@@ -164,11 +197,20 @@ class VAEDistillModule(ZooModule):
             raise TaskConfigError(f"student {model} has no {decode_fn}() to decode latents with (decode_fn)")
         if train_encoder and (encode_fn == "forward" or not callable(getattr(self.net, encode_fn, None))):
             raise TaskConfigError(f"train_encoder needs a student with an encoder: {model} has no {encode_fn}()")
-        try:
-            built = build_teacher(teacher_class, teacher, teacher_subfolder, teacher_config, teacher_dtype,
-                                  scaling_factor, shift_factor, teacher_decode_kwargs, normalize_latents)
-        except ValueError as e:
-            raise TaskConfigError(str(e)) from None
+        if teacher_class == "self":
+            if teacher_weight or (perceptual_weight and perceptual_target == "teacher") or train_encoder:
+                raise TaskConfigError(
+                    "teacher_class 'self' has no teacher decode to distil: set teacher_weight: 0, "
+                    "perceptual_target: image and train_encoder: false (the encoder is the frozen one)")
+            if not callable(getattr(self.net, encode_fn, None)):
+                raise TaskConfigError(f"teacher_class 'self' needs a student with an encoder: {model} has no {encode_fn}()")
+            built = OwnEncoder(getattr(self.net, encode_fn))
+        else:
+            try:
+                built = build_teacher(teacher_class, teacher, teacher_subfolder, teacher_config, teacher_dtype,
+                                      scaling_factor, shift_factor, teacher_decode_kwargs, normalize_latents)
+            except ValueError as e:
+                raise TaskConfigError(str(e)) from None
         self._check_pairing(model, built)
         # frozen and out of the state dict: bypass nn.Module's registration
         object.__setattr__(self, "teacher_vae", built)
@@ -258,6 +300,8 @@ class VAEDistillModule(ZooModule):
         teacher = self._teacher()
         z = teacher.encode_latents(x)
         target = teacher.decode_latents(z)
+        if target is None:  # teacher_class "self": the image is the only target
+            target = x
         out = self.student_decode(z)
         if out.shape != target.shape:
             raise TaskConfigError(
@@ -319,13 +363,15 @@ class VAEDistillModule(ZooModule):
         z = teacher.encode_latents(x)
         target = teacher.decode_latents(z)
         out = self.student_decode(z).float()
-        self.log_dict(
-            {
+        logs = {"val/psnr_image": _psnr(out, x)}
+        if target is not None:
+            logs.update({
                 "val/psnr_teacher": _psnr(out, target),
-                "val/psnr_image": _psnr(out, x),
                 "val/teacher_psnr_image": _psnr(target, x),
                 "val/l1_teacher": F.l1_loss(out.clamp(0, 1), target),
-            },
+            })
+        self.log_dict(
+            logs,
             prog_bar=True,
             batch_size=x.shape[0],
         )
@@ -340,9 +386,19 @@ class VAEDistillModule(ZooModule):
                 torch.optim.AdamW(self.disc.parameters(), lr=hp.disc_lr or hp.lr, betas=tuple(hp.betas),
                                   weight_decay=hp.weight_decay, amsgrad=hp.amsgrad)
             )
-        if hp.scheduler == "cosine":
+        if hp.scheduler == "cosine" or hp.warmup_steps:
             total = max(1, int(self.trainer.estimated_stepping_batches))
-            return optimizers, [torch.optim.lr_scheduler.CosineAnnealingLR(opt_g, T_max=total)]
+            warm, floor, cosine = hp.warmup_steps, hp.min_lr_ratio, hp.scheduler == "cosine"
+
+            def factor(step: int) -> float:
+                if step < warm:
+                    return (step + 1) / warm
+                if not cosine:
+                    return 1.0
+                t = min(1.0, (step - warm) / max(1, total - warm))
+                return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+            return optimizers, [torch.optim.lr_scheduler.LambdaLR(opt_g, factor)]
         return optimizers
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
