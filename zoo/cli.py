@@ -101,6 +101,17 @@ def cmd_bench(a: argparse.Namespace) -> int:
     from zoo.cost import bench_model
     from zoo.progress import track
 
+    if a.decode:  # VAE decoders beside their teachers, image codecs' encode/decode
+        from zoo.bench_vae import bench_decode
+
+        size = _input_size(a.input_size)
+        kw = {"size": tuple(size[-2:])} if size else {}
+        rows = [r for name in track(a.models, "bench", total=len(a.models))
+                for r in bench_decode([name], teacher=not a.no_teacher, warmup=min(a.warmup, 1), repeats=a.repeats, **kw)]
+        print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2) if a.json else "\n".join(
+            table([r], [c for c in ("model", "latent", "output", "decode_ms", "teacher_decode_ms", "speedup_vs_teacher",
+                                    "encode_ms", "bytes") if c in r]) for r in rows))
+        return 0
     rows = []
     for name in track(a.models, "bench", total=len(a.models)):
         rows.append(bench_model(name, device=a.device, batch=a.batch, input_size=_input_size(a.input_size),
@@ -297,6 +308,10 @@ def build_parser() -> _Parser:
     s.add_argument("--compare", choices=["spandrel", "timm", "authors"],
                    help="also time another implementation, same weights (spandrel: SR; timm: backbones; "
                         "authors: the authors' own package where installed)")
+    s.add_argument("--decode", action="store_true",
+                   help="VAE decoders: decode a 512x512 image's latent (video: 720p) beside the teacher VAE's "
+                        "decoder from diffusers; image codecs: compress/decompress time (see zoo.bench_vae)")
+    s.add_argument("--no-teacher", action="store_true", help="with --decode: skip the teacher")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_bench)
 
