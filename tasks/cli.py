@@ -312,7 +312,7 @@ def format_table(result: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    rows = result.get("per_image") or []
+    rows = result.get("per_image") or result.get("per_file") or []
     metrics = [k for k, v in result.items() if isinstance(v, float) and k != "seconds"]
     title = f"{result.get('model', '')} on {result.get('data', '')}" + (f" (x{result['scale']})" if "scale" in result else "")
     table = Table(title=title)

@@ -103,8 +103,10 @@ def bench_decoder(
     repeats: int = 3,
     teacher: bool = True,
     model: torch.nn.Module | None = None,
+    teacher_repeats: int | None = None,
 ) -> dict[str, Any]:
-    """Decode time of ``name`` (and of its teacher's decoder on the same latent shape)."""
+    """Decode time of ``name`` (and of its teacher's decoder on the same latent shape;
+    ``teacher_repeats`` timed runs, default ``repeats``)."""
     import zoo
     from zoo.cost import count_params
 
@@ -132,8 +134,8 @@ def bench_decoder(
         row["teacher"] = label
         row["teacher_output"] = list(ref.shape[1:])
         row["teacher_params_decoder"] = sum(p.numel() for n, p in vae.named_parameters() if not n.startswith(("encoder.", "quant_conv.")))
-        # the teacher's runs are long: one warm-up is enough for a stable median
-        row["teacher_decode_ms"] = round(_median_ms(lambda: vae.decode(z_t), min(warmup, 1), repeats), 1)
+        # the teacher's runs take seconds to minutes: the shape run above was its warm-up
+        row["teacher_decode_ms"] = round(_median_ms(lambda: vae.decode(z_t), 0, teacher_repeats or repeats), 1)
         row["speedup_vs_teacher"] = round(row["teacher_decode_ms"] / row["decode_ms"], 2)
         del vae
     return row
@@ -201,11 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--latent-frames", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--teacher-repeats", type=int, default=None, help="timed runs of the teacher (default: --repeats)")
     p.add_argument("--no-teacher", action="store_true")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     rows = bench_decode(a.models, teacher=not a.no_teacher, size=a.size, video_size=a.video_size,
-                        latent_frames=a.latent_frames, warmup=a.warmup, repeats=a.repeats)
+                        latent_frames=a.latent_frames, warmup=a.warmup, repeats=a.repeats, teacher_repeats=a.teacher_repeats)
     print(json.dumps(rows, indent=2) if a.json else "\n".join(json.dumps(r) for r in rows))
     return 0
 

@@ -100,6 +100,13 @@ def cmd_info(a: argparse.Namespace) -> int:
 def cmd_bench(a: argparse.Namespace) -> int:
     from zoo.cost import bench_model
     from zoo.progress import track
+    from zoo.registry import get_entry
+
+    audio = [n for n in a.models if not n.startswith(("hf-hub:", "local-dir:")) and get_entry(n).task == "audio_codec"]
+    if audio:  # encode / decode real-time factors beside the authors' package
+        if len(audio) != len(a.models):
+            raise CLIError("bench audio codecs on their own (they report encode/decode real-time factors)")
+        return _bench_audio(a)
 
     if a.decode:  # VAE decoders beside their teachers, image codecs' encode/decode
         from zoo.bench_vae import bench_decode
@@ -127,6 +134,17 @@ def cmd_bench(a: argparse.Namespace) -> int:
         if a.compare:
             cols += ["reference", "reference_latency_ms", "speedup_vs_reference"]
         print(table(rows, cols))
+    return 0
+
+
+def _bench_audio(a: argparse.Namespace) -> int:
+    from zoo.bench_audio import COLUMNS, bench_audio_codec
+    from zoo.progress import track
+
+    rows = [bench_audio_codec(name, seconds=a.seconds, repeats=min(a.repeats, 3), warmup=min(a.warmup, 1),
+                              compare_authors=not a.no_teacher, device=a.device)
+            for name in track(a.models, "bench", total=len(a.models))]
+    print(json.dumps(rows if len(rows) > 1 else rows[0], indent=2) if a.json else table(rows, COLUMNS))
     return 0
 
 
@@ -224,14 +242,20 @@ def _write_image_tensor(x, path: str) -> None:
 
 
 def cmd_compress(a: argparse.Namespace) -> int:
-    """Image -> ``.zic`` with a learned image codec."""
+    """Image -> ``.zic`` with a learned image codec; audio -> ``.zac`` with a neural audio codec."""
     import torch
 
     import zoo
     from zoo.hub import atomic_write
 
-    if zoo.registry.get_entry(a.model).task != "image_codec":
-        raise CLIError(f"{a.model} is not an image codec (see `zoo list --task image_codec`)")
+    task = zoo.registry.get_entry(a.model).task
+    if task == "audio_codec":
+        return _compress_audio(a)
+    if task != "image_codec":
+        raise CLIError(f"{a.model} is not an image or audio codec (see `zoo list --task image_codec`, "
+                       "`zoo list --task audio_codec`)")
+    if a.bitrate is not None or a.entropy_coding:
+        raise CLIError("--bitrate and --entropy-coding are for audio codecs; image codecs take --quality")
     args = {"quality": a.quality} if a.quality is not None else {}
     model = _codec_model(a.model, a.checkpoint, a.pretrained, args)
     x = _read_image_tensor(a.input)
@@ -256,13 +280,157 @@ def _codec_model(name: str, checkpoint: str | None, pretrained: bool, args: dict
     return zoo.create(name, pretrained=pretrained and checkpoint is None, checkpoint_path=checkpoint, **args).eval()
 
 
-def cmd_decompress(a: argparse.Namespace) -> int:
-    """``.zic`` -> image; the file names its model and quality."""
+# ----------------------------------------------------------------------------- audio codecs
+
+
+def _audio_model(name: str, checkpoint: str | None, pretrained: bool):
+    import zoo
+
+    model = zoo.create(name, pretrained=pretrained and checkpoint is None, checkpoint_path=checkpoint)
+    return model.eval()
+
+
+def _read_audio(path: str):
+    """(channels, T) float32 tensor and the sample rate, with soundfile."""
+    import numpy as np
+    import soundfile as sf
     import torch
 
-    from zoo.container import IMAGE_MAGIC, unpack
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError) as e:
+        raise CLIError(f"{path}: cannot read audio ({str(e).splitlines()[0]})") from None
+    if data.shape[0] == 0:
+        raise CLIError(f"{path}: empty audio (0 samples)")
+    if not np.isfinite(data).all():
+        raise CLIError(f"{path}: the audio contains NaN or infinite samples")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sr)
+
+
+def _resample(x, src: int, dst: int):
+    if src == dst:
+        return x
+    import torchaudio.functional as AF
+
+    return AF.resample(x, src, dst)
+
+
+def _compress_audio(a: argparse.Namespace) -> int:
+    import torch
+
+    from zoo.hub import atomic_write
+
+    if a.quality is not None:
+        raise CLIError("--quality is for image codecs; audio codecs take --bitrate KBPS")
+    model = _audio_model(a.model, a.checkpoint, a.pretrained)
+    x, sr = _read_audio(a.input)  # (C, T)
+    channels, notice = x.shape[0], None
+    if channels == model.channels:
+        wav, layout = x[None], "channels"
+    elif model.channels == 1:  # a mono codec codes every channel on its own, as DAC's compress does
+        wav, layout = x[:, None], "channels_as_batch"
+        notice = (f"note: {a.model} is a mono codec; the {channels} channels of {a.input} are coded separately "
+                  f"({channels} x the bitrate)")
+    else:
+        raise CLIError(f"{a.input} has {channels} channel{'s' * (channels != 1)}, {a.model} codes "
+                       f"{model.channels}-channel audio")
+    wav = _resample(wav, sr, model.sample_rate)
+    if sr != model.sample_rate:
+        notice = ((notice + "; ") if notice else "note: ") + f"resampled {sr} Hz -> {model.sample_rate} Hz"
+    if notice:
+        print(notice, file=sys.stderr)
+    with torch.inference_mode():
+        data, info = model.compress_with_info(wav, bitrate=a.bitrate, entropy_coding=a.entropy_coding,
+                                              meta={"source_sample_rate": sr, "layout": layout})
+    with atomic_write(a.output) as tmp:
+        tmp.write_bytes(data)
+    seconds = x.shape[-1] / sr
+    res = {"input": a.input, "output": a.output, "model": a.model, "sample_rate": model.sample_rate,
+           "source_sample_rate": sr, "channels": channels, "seconds": round(seconds, 4), "n_q": info["n_q"],
+           "nominal_kbps": round(info["nominal_kbps"] * (channels if layout == "channels_as_batch" else 1), 4),
+           "bytes": len(data), "kbps": round(8 * len(data) / seconds / 1000, 4),
+           "packed_code_bytes": info["packed_code_bytes"], "entropy_coded_bytes": info["entropy_coded_bytes"],
+           "coding": info["coding"]}
+    if a.json:
+        print(json.dumps(res))
+    else:
+        msg = (f"wrote {a.output}: {len(data):,} bytes, {res['kbps']} kbps for {seconds:.2f} s "
+               f"({a.model}, {info['n_q']} codebooks, nominal {res['nominal_kbps']} kbps)")
+        if info["entropy_coded_bytes"] is not None:
+            msg += (f"; codes {info['packed_code_bytes']:,} bytes bit-packed, {info['entropy_coded_bytes']:,} "
+                    f"range-coded ({100 * info['entropy_saving']:.1f}% saved; kept {info['coding']})")
+        print(msg)
+    return 0
+
+
+def _decompress_audio(a: argparse.Namespace, data: bytes) -> int:
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    from zoo.container import AUDIO_MAGIC, unpack
+    from zoo.hub import atomic_write
+
+    header, _ = unpack(data, AUDIO_MAGIC, a.input)
+    name = header.get("model")
+    if not isinstance(name, str):
+        raise CLIError(f"{a.input}: the header names no model")
+    model = _audio_model(a.model or name, a.checkpoint, a.pretrained)  # --model: checked against the file
+    meta = header.get("meta") or {}
+    layout = meta.get("layout", "channels")
+    batch = int(header.get("batch", 1))
+    if layout == "channels" and batch != 1:
+        raise CLIError(f"{a.input} holds a batch of {batch} signals; decode it with the Python API (decompress)")
+    src_rate = int(meta.get("source_sample_rate") or model.sample_rate)
+    out_rate = model.sample_rate if a.keep_model_rate else src_rate
+    channels = batch if layout == "channels_as_batch" else model.channels
+    pieces = model.iter_decompress(data, what=a.input)
+    frames = 0
+
+    def as_frames(piece):  # (B, C, n) -> (n, channels)
+        y = piece.reshape(channels, -1) if layout == "channels_as_batch" else piece[0]
+        return np.ascontiguousarray(y.clamp(-1, 1).T.numpy())
+
+    subtype = a.subtype or ("PCM_16" if Path(a.output).suffix.lower() in (".wav", ".flac", "") else None)
+    with torch.inference_mode(), atomic_write(a.output) as tmp:
+        with sf.SoundFile(tmp, "w", samplerate=out_rate, channels=channels, subtype=subtype,
+                          format=_sf_format(a.output)) as f:
+            if out_rate == model.sample_rate:  # piece by piece: bounded memory
+                for piece in pieces:
+                    f.write(as_frames(piece))
+                    frames += piece.shape[-1]
+            else:
+                y = _resample(torch.cat(list(pieces), -1), model.sample_rate, out_rate)
+                f.write(as_frames(y))
+                frames = y.shape[-1]
+    res = {"input": a.input, "output": a.output, "model": name, "sample_rate": out_rate, "channels": channels,
+           "samples": frames, "n_q": header.get("n_q")}
+    print(json.dumps(res) if a.json else
+          f"wrote {a.output} ({frames / out_rate:.2f} s, {out_rate} Hz, {channels} ch, {name}, {header.get('n_q')} codebooks)")
+    return 0
+
+
+def _sf_format(path: str) -> str:
+    ext = Path(path).suffix.lower().lstrip(".")
+    return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "aiff": "AIFF", "aif": "AIFF"}.get(ext, "WAV")
+
+
+def cmd_decompress(a: argparse.Namespace) -> int:
+    """``.zic`` -> image or ``.zac`` -> audio; the file names its model (and quality)."""
+    import torch
+
+    from zoo.container import AUDIO_MAGIC, IMAGE_MAGIC, ContainerError, unpack
 
     data = Path(a.input).read_bytes()
+    if data[:4] == AUDIO_MAGIC:
+        return _decompress_audio(a, data)
+    if data[:4] != IMAGE_MAGIC:
+        raise ContainerError(f"{a.input}: not a zoo compressed file (magic {data[:4]!r}; expected "
+                             f"{IMAGE_MAGIC!r} for images or {AUDIO_MAGIC!r} for audio)")
+    if a.model is not None or a.subtype is not None or a.keep_model_rate:
+        raise CLIError("--model, --subtype and --keep-model-rate are for audio (.zac) files")
     header, _ = unpack(data, IMAGE_MAGIC, a.input)
     model = _codec_model(header["model"], a.checkpoint, a.pretrained, {"quality": header["quality"]})
     with torch.inference_mode():
@@ -311,7 +479,11 @@ def build_parser() -> _Parser:
     s.add_argument("--decode", action="store_true",
                    help="VAE decoders: decode a 512x512 image's latent (video: 720p) beside the teacher VAE's "
                         "decoder from diffusers; image codecs: compress/decompress time (see zoo.bench_vae)")
-    s.add_argument("--no-teacher", action="store_true", help="with --decode: skip the teacher")
+    s.add_argument("--no-teacher", action="store_true",
+                   help="with --decode: skip the teacher; audio codecs: skip the authors' package")
+    s.add_argument("--seconds", type=float, default=10.0,
+                   help="audio codecs: seconds of audio to encode and decode (their bench reports real-time "
+                        "factors beside the authors' package; at most 3 repeats, 1 warm-up)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_bench)
 
@@ -347,21 +519,28 @@ def build_parser() -> _Parser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_sr)
 
-    s = sub.add_parser("compress", help="compress an image with a learned codec (.zic)")
+    s = sub.add_parser("compress", help="compress an image (.zic) or audio (.zac) with a learned codec")
     s.add_argument("input")
     s.add_argument("output")
     s.add_argument("--model", required=True)
-    s.add_argument("--quality", type=int, help="rate point (the codec's quality index)")
+    s.add_argument("--quality", type=int, help="image codecs: rate point (the codec's quality index)")
+    s.add_argument("--bitrate", type=float, help="audio codecs: kbps (picks the number of codebooks; default: all)")
+    s.add_argument("--entropy-coding", action="store_true",
+                   help="audio codecs: also range-code the codes (CompressAI's rANS), kept when smaller")
     s.add_argument("--checkpoint")
     s.add_argument("--pretrained", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_compress)
 
-    s = sub.add_parser("decompress", help="decompress a .zic file made by `zoo compress`")
+    s = sub.add_parser("decompress", help="decompress a .zic / .zac file made by `zoo compress`")
     s.add_argument("input")
     s.add_argument("output")
     s.add_argument("--checkpoint", help="the weight file used to compress (when not the published ones)")
     s.add_argument("--pretrained", action="store_true")
+    s.add_argument("--model", help="audio: the model to decode with (must be the file's; default: the file's)")
+    s.add_argument("--subtype", help="audio: soundfile subtype of the output (default PCM_16)")
+    s.add_argument("--keep-model-rate", action="store_true",
+                   help="audio: write at the model's sample rate instead of the input file's")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_decompress)
 
@@ -378,6 +557,9 @@ def build_parser() -> _Parser:
             s.add_argument("--private", action="store_true")
         s.add_argument("--json", action="store_true")
         s.set_defaults(fn=fn)
+    from zoo.tasks.segmentation.cli import add_segment_parser
+
+    add_segment_parser(sub)
     return p
 
 
