@@ -133,6 +133,9 @@ def cmd_bench(a: argparse.Namespace) -> int:
             cols += ["deploy_latency_ms", "deploy_speedup"]
         if a.compare:
             cols += ["reference", "reference_latency_ms", "speedup_vs_reference"]
+        if any("decoder_latency_ms" in r for r in rows):  # SAM: prompt encoder + mask decoder
+            cols += [c for c in ("decoder_latency_ms", "reference_decoder_latency_ms", "decoder_speedup_vs_reference")
+                     if any(c in r for r in rows)]
         print(table(rows, cols))
     return 0
 

@@ -61,6 +61,33 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
+class _Thunk:
+    """``measure_latency`` times ``model(x)``: a call that ignores ``x``."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, _x):
+        return self.fn()
+
+
+def _bench_prompt_decoder(model, ref, x: torch.Tensor, warmup: int, repeats: int) -> dict[str, Any]:
+    with torch.no_grad():
+        emb = model(x[:1])
+    h, w = x.shape[-2:]
+    pts = torch.tensor([[[0.5 * w, 0.4 * h]]], device=x.device)
+    lbl = torch.ones(1, 1, dtype=torch.int64, device=x.device)
+    out: dict[str, Any] = {}
+    with torch.no_grad():
+        ms = measure_latency(_Thunk(lambda: model.predict_masks(emb, pts, lbl, multimask_output=True)), x, warmup, repeats)
+        out["decoder_latency_ms"] = round(ms["median_ms"], 3)
+        if ref is not None:
+            ref_ms = measure_latency(_Thunk(lambda: ref.predict_masks(emb, pts, lbl, multimask_output=True)), x, warmup, repeats)
+            out["reference_decoder_latency_ms"] = round(ref_ms["median_ms"], 3)
+            out["decoder_speedup_vs_reference"] = round(ref_ms["median_ms"] / ms["median_ms"], 3)
+    return out
+
+
 def measure_latency(
     model: torch.nn.Module,
     x: torch.Tensor,
@@ -197,6 +224,11 @@ def bench_model(
             extra["speedup_vs_reference"] = round(ref_ms / lat["median_ms"], 3)
             if deploy:
                 extra["deploy_speedup_vs_reference"] = round(ref_ms / extra["deploy_latency_ms"], 3)
+    if hasattr(model, "predict_masks") and hasattr(model, "prompt_encoder"):
+        # promptable segmentation: ``forward`` is the image encoder; time the prompt encoder +
+        # mask decoder on its embedding too (one point, multimask), beside the reference's
+        ref_model = ref if compare and extra.get("reference") else None
+        extra.update(_bench_prompt_decoder(model, ref_model, x, warmup, repeats))
     gc.collect()
     return {
         "model": name,
