@@ -36,6 +36,24 @@ def test_teacher_architectures_are_the_published_ones():
         teacher_decoder("rae_dinov2_b")
 
 
+@pytest.mark.parametrize("name", ["taesd", "taesd3"])
+def test_diffusers_tiny_autoencoder_is_the_same_network(name):
+    """diffusers' AutoencoderTiny (the authors' TAESD, packaged) with our weights decodes the same image."""
+    from zoo.bench_vae import diffusers_tiny_autoencoder
+
+    torch.manual_seed(0)
+    model = zoo.create(name).eval()
+    tiny = diffusers_tiny_autoencoder(model)
+    z = torch.randn(1, model.latent_channels, 12, 16, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        torch.testing.assert_close(tiny.decode(z).sample.add(1).div(2), model.decode(z), rtol=0, atol=1e-6)
+        torch.testing.assert_close(tiny.encode(x.mul(2).sub(1)).latents, model.encode(x), rtol=0, atol=1e-5)
+    row = bench_decoder(name, size=(64, 64), warmup=0, repeats=1, teacher=False, model=model)
+    assert row["authors"] == "diffusers AutoencoderTiny" and row["authors_max_abs_diff"] < 1e-6
+    assert row["speedup_vs_authors"] == pytest.approx(row["authors_decode_ms"] / row["decode_ms"], rel=0.01)
+
+
 def test_decoder_row_beside_its_teacher():
     row = bench_decoder("taesd", size=(64, 64), warmup=0, repeats=1, model=zoo.create("taesd", width=8))
     assert row["latent"] == [1, 4, 8, 8] and row["output"] == [3, 64, 64] == row["teacher_output"]
@@ -68,5 +86,5 @@ def test_codec_row_and_cli(capsys):
     table = decode_bench_table([row, {"model": "taesd", "kind": "decoder", "latent": [1, 4, 64, 64], "output": [3, 512, 512],
                                       "params": 2_445_063, "decode_ms": 1700.0, "teacher": "diffusers AutoencoderKL (SD)",
                                       "teacher_params_decoder": 49_490_199, "teacher_decode_ms": 24000.0, "speedup_vs_teacher": 14.12}])
-    assert "| `taesd` | 4x64x64 | 3x512x512 | 2.4M | 1,700 | AutoencoderKL (SD) | 49.5M | 24,000 | 14.1x |" in table
+    assert "| `taesd` | 4x64x64 | 3x512x512 | 2.4M | 1,700 | - | AutoencoderKL (SD) | 49.5M | 24,000 | 14.1x |" in table
     assert "| `bmshj2018_factorized` |" in table

@@ -8,6 +8,8 @@
   from its published architecture (:data:`TEACHERS`: the diffusers config of the VAE whose latent
   space the decoder reads) with random weights: decode time does not depend on the weight values,
   and nothing has to be downloaded. The ratio is teacher time / ours (> 1: ours is faster).
+  TAESD / TAESDXL / TAESD3 / TAEF1 are also timed in diffusers' ``AutoencoderTiny`` (the authors'
+  network as packaged in diffusers) with the same weights, and the outputs compared.
 - an image codec (task ``image_codec``) compresses and decompresses a real 512x512 photo
   (scikit-image's astronaut) through its entropy coder: encode ms, decode ms, bytes and bpp.
 
@@ -23,7 +25,7 @@ from typing import Any, Sequence
 
 import torch
 
-__all__ = ["TEACHERS", "bench_decoder", "bench_codec", "bench_decode", "teacher_decoder"]
+__all__ = ["TEACHERS", "bench_decoder", "bench_codec", "bench_decode", "teacher_decoder", "diffusers_tiny_autoencoder"]
 
 # Stable Diffusion's AutoencoderKL (stabilityai/sd-vae-ft-mse, SDXL's VAE has the same layout)
 _SD = dict(
@@ -59,6 +61,27 @@ def teacher_decoder(name: str) -> tuple[torch.nn.Module, str]:
     torch.manual_seed(0)
     vae = cls(**config) if config is not None else cls()
     return vae.eval(), f"diffusers {cls_name} ({label})"
+
+
+def diffusers_tiny_autoencoder(model: torch.nn.Module) -> torch.nn.Module:
+    """diffusers' ``AutoencoderTiny`` (madebyollin's TAESD, as contributed to diffusers) holding
+    ``model``'s weights: our decoder starts with the authors' ``Clamp`` module, which diffusers
+    applies in ``forward`` instead, so its layer indices are ours minus one. It decodes to
+    [-1, 1]; :func:`bench_decoder` maps that to [0, 1] to compare."""
+    import diffusers
+
+    if getattr(model, "midblock_gn", False):
+        raise ValueError("diffusers' AutoencoderTiny has no mid-block GroupNorm branch (TAEF2)")
+    sd = {}
+    for key, value in model.state_dict().items():
+        part, _, rest = key.partition(".")
+        index, _, tail = rest.partition(".")
+        if part == "decoder":
+            index = str(int(index) - 1)
+        sd[f"{part}.layers.{index}.{tail}"] = value
+    tiny = diffusers.AutoencoderTiny(latent_channels=model.latent_channels)
+    tiny.load_state_dict(sd, strict=True)
+    return tiny.eval()
 
 
 def _median_ms(fn, warmup: int, repeats: int) -> float:
@@ -126,6 +149,18 @@ def bench_decoder(
     }
     frames = out.shape[2] if out.ndim == 5 else 1
     row["frames"] = frames
+    tiny = None
+    if name in ("taesd", "taesdxl", "taesd3", "taef1"):  # the authors' network as packaged in diffusers
+        try:
+            tiny = diffusers_tiny_autoencoder(model)
+        except RuntimeError:  # another width than the published one: diffusers has no such config
+            tiny = None
+    if tiny is not None:
+        with torch.inference_mode():
+            row["authors_max_abs_diff"] = float((tiny.decode(z).sample.add(1).div(2) - out).abs().max())
+        row["authors"] = "diffusers AutoencoderTiny"
+        row["authors_decode_ms"] = round(_median_ms(lambda: tiny.decode(z), warmup, repeats), 1)
+        row["speedup_vs_authors"] = round(row["authors_decode_ms"] / row["decode_ms"], 2)
     if teacher:
         vae, label = teacher_decoder(name)
         z_t = z.to(next(vae.parameters()).dtype)

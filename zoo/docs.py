@@ -118,16 +118,17 @@ def decode_bench_table(rows: list[dict]) -> str:
     out: list[str] = []
     if dec:
         out += [
-            "| decoder | latent | output | params | decode ms | teacher decoder (diffusers) | teacher params | teacher ms | speed-up |",
-            "|---|---|---|---:|---:|---|---:|---:|---:|",
+            "| decoder | latent | output | params | decode ms | authors' network in diffusers (AutoencoderTiny) ms | "
+            "teacher decoder (diffusers) | teacher params | teacher ms | speed-up vs teacher |",
+            "|---|---|---|---:|---:|---:|---|---:|---:|---:|",
         ]
         for r in dec:
             t = r.get("teacher")
+            authors = f"{ms(r['authors_decode_ms'])} ({r['speedup_vs_authors']:.2f}x)" if r.get("authors") else "-"
+            head = f"| `{r['model']}` | {shape(r['latent'][1:])} | {shape(r['output'])} | {r['params'] / 1e6:.1f}M | {ms(r['decode_ms'])} | {authors} "
             out.append(
-                f"| `{r['model']}` | {shape(r['latent'][1:])} | {shape(r['output'])} | {r['params'] / 1e6:.1f}M | {ms(r['decode_ms'])} "
-                f"| {t.removeprefix('diffusers ') if t else '-'} | {r['teacher_params_decoder'] / 1e6:.1f}M | "
-                f"{ms(r.get('teacher_decode_ms'))} | {r['speedup_vs_teacher']:.1f}x |" if t else
-                f"| `{r['model']}` | {shape(r['latent'][1:])} | {shape(r['output'])} | {r['params'] / 1e6:.1f}M | {ms(r['decode_ms'])} | - | - | - | - |"
+                head + f"| {t.removeprefix('diffusers ')} | {r['teacher_params_decoder'] / 1e6:.1f}M | "
+                f"{ms(r.get('teacher_decode_ms'))} | {r['speedup_vs_teacher']:.1f}x |" if t else head + "| - | - | - | - |"
             )
     if cod:
         out += ["", "| image codec | params | image | encode ms (compress to bytes) | decode ms (bytes to image) |", "|---|---:|---|---:|---:|"]
