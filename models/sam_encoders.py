@@ -162,6 +162,11 @@ class BasicLayer(nn.Module):
             )
             for _ in range(depth)
         )
+        for blk in self.blocks:
+            # 49-token windows with a float bias: scaled_dot_product_attention's CPU path adds
+            # mask bookkeeping (all / where) that made the encoder ~6 % slower than the authors'
+            # plain softmax(q k^T + bias) v, which timm's unfused branch computes the same way
+            blk.attn.fused_attn = False
         self.downsample = PatchMerging(dim, out_dim, merge_stride) if merge_stride else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
